@@ -1,0 +1,1 @@
+"""Camera geometry: calibrated camera rigs, projection, undistortion and triangulation."""

@@ -1,0 +1,1 @@
+"""Reading and writing: video, calibration, tables and foreign pose formats."""
