@@ -215,7 +215,9 @@ class CameraRig:
         ``cv2.undistortPoints`` (what aniposelib uses) stops after 5
         fixed-point steps: on the ``sleap_4view_mouse`` rig (k1 = -0.29) that
         leaves a median 0.05 px and up to 21 px error inside the image, where
-        this gives <= 0.02 px (measured on 20k points). NaN stays NaN.
+        this gives <= 0.02 px (measured on 20k points). NaN stays NaN, and a
+        pixel that the distortion model cannot produce (no preimage, e.g. the
+        corners of that rig's images) becomes NaN.
         """
         px = np.asarray(pixels, dtype=np.float64)
         shape = px.shape
@@ -253,6 +255,20 @@ class CameraRig:
                 x[active] = xa - sx
                 y[active] = ya - sy
                 active = active[~(np.abs(sx) + np.abs(sy) < 1e-13)]
+            # A pixel beyond the range of the distortion model (the corners of a strongly
+            # barrel-distorted image whose model folds back, e.g. k1 = -0.29 without k2) has
+            # no physical preimage: Newton stops anywhere, or on a root past the fold (where
+            # the radial factor is negative and the point lies on the other side of the
+            # axis). Those become NaN, not a wrong coordinate.
+            r2 = x * x + y * y
+            radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+            slope = 1 + r2 * (3 * k1 + r2 * (5 * k2 + 7 * k3 * r2))  # d(r * radial) / dr
+            ex = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) - xd
+            ey = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y - yd
+            focal = np.repeat(np.maximum(np.abs(fx), np.abs(fy))[:, 0], n_per)
+            bad = ~((np.hypot(ex, ey) * focal < 1e-6) & (radial > 0) & (slope > 0))  # residual in pixels
+        x[bad] = np.nan
+        y[bad] = np.nan
         return np.stack([x, y], axis=-1).reshape(shape)
 
     def undistort_pixels(self, pixels: ArrayLike) -> FloatArray:
