@@ -71,6 +71,10 @@ class VideoReader:
         if not self._container.streams.video:
             self._container.close()
             raise VideoError(f"{self.path}: contains no video stream")
+        fmt = self._container.format.name
+        if fmt == "image2" or fmt.endswith("_pipe"):  # png_pipe, jpeg_pipe, tiff_pipe, ...: one still image
+            self._container.close()
+            raise VideoError(f"{self.path}: is an image ({fmt.removesuffix('_pipe')}), not a video")
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
         ctx = self._stream.codec_context
@@ -276,7 +280,8 @@ class VideoWriter:
             if frame.ndim == 2:
                 vf = av.VideoFrame.from_ndarray(np.concatenate([frame, self._chroma]), format="yuv420p")
             else:
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+                # full range, as the stream is tagged: limited-range YUV read back as full shifts colours by ~10 levels
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p", dst_color_range="JPEG")
             vf.pts = self.n_written
             vf.time_base = Fraction(1, 1) / self._stream.codec_context.framerate
             for packet in self._stream.encode(vf):
