@@ -31,7 +31,7 @@ setup() {
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
     # The CPU build of torch first: a plain 'torch' requirement would pull a multi-GB CUDA build.
     .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,llm]"
     echo "$want" > "$stamp"
   fi
 }
