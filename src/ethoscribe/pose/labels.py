@@ -1,0 +1,245 @@
+"""The labels table: one row per frame, view, individual and keypoint (dense), saved as Parquet.
+
+============  =========  =============================================================
+column        dtype      meaning
+============  =========  =============================================================
+frame         int64      frame index (0-based)
+view          str        camera view name
+individual    str        animal name (as in ``session.toml``)
+keypoint      str        keypoint name (as in the skeleton)
+x, y          float64    distorted pixel position (OpenCV convention); NaN: no label
+confidence    float32    geometric confidence in [0, 1] (0 without a label)
+flag          bool       worth a person's look (a flagging reason applies)
+reason        str        '' if fine, else ';'-joined codes of :data:`REASONS`
+stage         str        the stage that produced the label (:data:`STAGES`)
+reasoner      str        ``geometric`` or a model name
+candidate     int64      candidate id within (frame, view), -1 if none
+reproj_error  float32    px between the label and its 3D point's reprojection (NaN if none)
+============  =========  =============================================================
+
+Reason codes (:data:`REASONS`): ``high_reprojection_error`` (the label
+disagrees with the 3D point the other views agree on), ``few_views`` (the 3D
+point rests on fewer than 3 agreeing views, so the label is hardly checked),
+``conflict`` (the label lost or won a candidate claimed twice and geometry did
+not confirm it, or tracking forward and backward in time put the keypoint on
+different markers), ``reprojected`` (no candidate: the label is the reprojection
+of the 3D point; it is a good label where the marker was visible but missed,
+and a position of a hidden point where it was occluded), ``large_jump`` (the
+3D point moved much more than the motion model expected), ``missing`` (no
+label), ``suspect_camera`` (the view's calibration disagrees with the
+others), ``seed`` (a seed label, informational).
+
+``flag`` is True when any code other than ``seed`` applies, except that a
+``missing`` row whose 3D point is known but projects outside the image is not
+flagged (there is nothing to label in that view), and a ``few_views`` label
+whose keypoint tracking forward and backward in time put on the same 3D
+point is not flagged for that alone.
+
+Examples
+--------
+>>> df = empty_labels()
+>>> list(df.columns)[:6]
+['frame', 'view', 'individual', 'keypoint', 'x', 'y']
+>>> validate_labels(df, "example").shape
+(0, 13)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ethoscribe.errors import InputError
+from ethoscribe.io.atomic import atomic_path
+
+COLUMNS: dict[str, str] = {
+    "frame": "int64",
+    "view": "str",
+    "individual": "str",
+    "keypoint": "str",
+    "x": "float64",
+    "y": "float64",
+    "confidence": "float32",
+    "flag": "bool",
+    "reason": "str",
+    "stage": "str",
+    "reasoner": "str",
+    "candidate": "int64",
+    "reproj_error": "float32",
+}
+"""Columns of a labels table and their dtypes (``str``: pandas' string dtype, ``object`` before pandas 3)."""
+
+#: Reason codes, in the order they are joined.
+REASONS: tuple[str, ...] = (
+    "high_reprojection_error",
+    "few_views",
+    "conflict",
+    "reprojected",
+    "large_jump",
+    "missing",
+    "suspect_camera",
+    "seed",
+)
+#: Codes that do not by themselves make a row worth a person's look.
+INFORMATIONAL: frozenset[str] = frozenset({"seed"})
+
+#: Stages that can produce a label, in pipeline order.
+STAGES: tuple[str, ...] = ("seed", "assignment", "agreement", "refinement", "reprojection")
+
+REASON_BIT: dict[str, int] = {r: 1 << i for i, r in enumerate(REASONS)}
+KEY = ["frame", "view", "individual", "keypoint"]
+
+
+def reason_string(bits: int) -> str:
+    """The ';'-joined reason codes of a bit mask (see :data:`REASON_BIT`).
+
+    Examples
+    --------
+    >>> reason_string(REASON_BIT["few_views"] | REASON_BIT["reprojected"])
+    'few_views;reprojected'
+    """
+    return ";".join(r for r in REASONS if bits & REASON_BIT[r])
+
+
+def reason_strings(bits: np.ndarray) -> np.ndarray:
+    """Vectorised :func:`reason_string` (object array of the same shape)."""
+    bits = np.asarray(bits, dtype=np.int64)
+    uniq, inv = np.unique(bits, return_inverse=True)
+    table = np.array([reason_string(int(b)) for b in uniq], dtype=object)
+    return table[inv].reshape(bits.shape)
+
+
+def empty_labels() -> pd.DataFrame:
+    """A labels table with no rows, the right columns and dtypes."""
+    return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in COLUMNS.items()})
+
+
+def _rows(mask: object, limit: int = 5) -> str:
+    idx = np.flatnonzero(np.asarray(mask))
+    shown = ", ".join(str(i) for i in idx[:limit])
+    return shown + (f" (and {len(idx) - limit} more)" if len(idx) > limit else "")
+
+
+def validate_labels(df: pd.DataFrame, source: str | os.PathLike[str] = "labels", dense: bool = True) -> pd.DataFrame:
+    """Check a labels table; return it with canonical dtypes, column order and row order.
+
+    Parameters
+    ----------
+    df
+        The table.
+    source
+        What it came from (named in errors).
+    dense
+        Also require one row for every combination of the frames, views,
+        individuals and keypoints present.
+
+    Raises
+    ------
+    InputError
+        Naming ``source`` and the offending column/rows: missing columns,
+        values of the wrong type, confidences outside [0, 1], x without y,
+        unknown reason codes or stages, a flag that does not match the
+        reason, duplicate or (with ``dense``) missing rows.
+
+    Examples
+    --------
+    >>> validate_labels(pd.DataFrame({"frame": [0]}), "labels.parquet")
+    Traceback (most recent call last):
+    ...
+    ethoscribe.errors.InputError: labels.parquet: labels table lacks column(s) view, individual, keypoint, x, y, confidence, flag, reason, stage, reasoner, candidate, reproj_error
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"{source}: a labels table must be a pandas DataFrame, not {type(df).__name__}")
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{source}: labels table lacks column(s) {', '.join(missing)}")
+    out = df[list(COLUMNS)].copy()
+    for name, dtype in COLUMNS.items():
+        col = out[name]
+        if dtype == "str":
+            if col.isna().any():
+                raise InputError(f"{source}: column {name!r} has missing values in row(s) {_rows(col.isna())}")
+            out[name] = col.astype(str)
+            continue
+        if dtype == "bool":
+            if col.dtype != bool:
+                vals = pd.Series(col).map({True: True, False: False, 1: True, 0: False})
+                if vals.isna().any():
+                    raise InputError(f"{source}: column 'flag' must be boolean; row(s) {_rows(vals.isna())} are not")
+                col = vals
+            out[name] = col.astype(bool)
+            continue
+        try:
+            values = pd.to_numeric(col, errors="raise")
+        except (ValueError, TypeError):
+            raise InputError(f"{source}: column {name!r} holds non-numeric values") from None
+        if dtype == "int64":
+            bad = values.isna() | (values != np.round(values))
+            if bad.any():
+                raise InputError(f"{source}: column {name!r} must hold whole numbers; row(s) {_rows(bad)} do not")
+        out[name] = values.astype(dtype)
+    x, y = out["x"].to_numpy(), out["y"].to_numpy()
+    bad = np.isinf(x) | np.isinf(y) | (np.isnan(x) != np.isnan(y))
+    if bad.any():
+        raise InputError(f"{source}: x and y must be both finite or both NaN; row(s) {_rows(bad)} are not")
+    conf = out["confidence"].to_numpy()
+    bad = ~((conf >= 0) & (conf <= 1))
+    if bad.any():
+        raise InputError(f"{source}: column 'confidence' must lie in [0, 1]; row(s) {_rows(bad)} do not")
+    if (out["frame"].to_numpy() < 0).any():
+        raise InputError(f"{source}: column 'frame' has negative frames in row(s) {_rows(out['frame'].to_numpy() < 0)}")
+    if (out["candidate"].to_numpy() < -1).any():
+        raise InputError(f"{source}: column 'candidate' must be >= -1; row(s) {_rows(out['candidate'].to_numpy() < -1)} are not")
+    err = out["reproj_error"].to_numpy()
+    if (err < 0).any():
+        raise InputError(f"{source}: column 'reproj_error' has negative values in row(s) {_rows(err < 0)}")
+    stages = out["stage"].to_numpy()
+    bad = ~np.isin(stages, STAGES)
+    if bad.any():
+        raise InputError(f"{source}: unknown stage(s) {sorted(set(stages[bad]))} in row(s) {_rows(bad)} (stages: {list(STAGES)})")
+    reasons = out["reason"].to_numpy()
+    uniq = pd.unique(reasons)
+    bad_codes = sorted({c for r in uniq for c in str(r).split(";") if c and c not in REASON_BIT})
+    if bad_codes:
+        bad = np.array([any(c in bad_codes for c in str(r).split(";")) for r in reasons])
+        raise InputError(f"{source}: unknown reason code(s) {bad_codes} in row(s) {_rows(bad)} (codes: {list(REASONS)})")
+    flagging = {r: any(c and c not in INFORMATIONAL for c in str(r).split(";")) for r in uniq}
+    can_flag = np.array([flagging[r] for r in reasons], dtype=bool) if len(reasons) else np.zeros(0, bool)
+    bad = out["flag"].to_numpy() & ~can_flag
+    if bad.any():
+        raise InputError(f"{source}: row(s) {_rows(bad)} are flagged without a reason")
+    dup = out.duplicated(KEY)
+    if dup.any():
+        raise InputError(f"{source}: (frame, view, individual, keypoint) repeats in row(s) {_rows(dup)}")
+    if dense and len(out):
+        expected = int(np.prod([out[c].nunique() for c in KEY]))
+        if expected != len(out):
+            raise InputError(
+                f"{source}: the table is not dense: {len(out)} rows but {expected} combinations of frame, view, "
+                "individual and keypoint"
+            )
+    return out.reset_index(drop=True)
+
+
+def save_labels(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Validate ``df`` and write it to Parquet atomically; return the path."""
+    path = Path(path)
+    table = validate_labels(df, path)
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+    return path
+
+
+def load_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and validate a labels table written by :func:`save_labels`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: labels file not found")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several unrelated types
+        raise InputError(f"{path}: cannot be read as a Parquet table ({type(exc).__name__}: {exc})") from None
+    return validate_labels(df, path)

@@ -1,0 +1,346 @@
+"""Reasoners: who answers stages 1-3 (where are the regions, which candidate is which keypoint).
+
+A reasoner implements :class:`Reasoner`: three methods, each called once
+per frame with a :class:`FrameContext` (every view, animal and region of the
+frame) and returning a typed answer. :class:`GeometricReasoner` is the
+deterministic default; a VLM reasoner (a later issue) implements the same
+methods by showing crops to a model, and the pipeline treats its answers
+exactly like the geometric ones: every answer is checked on receipt (shapes,
+candidate ids, no candidate used twice) and then verified by stage 4's
+cross-view geometry, which repairs or flags whatever it cannot confirm.
+
+Costs of the geometric reasoner (all in units of a squared standard score,
+so the terms add up like negative log-likelihoods; see :class:`CostWeights`):
+
+- **motion**: ``d^2 / s^2`` with ``d`` the distance (px) of the candidate from
+  the keypoint's predicted position (3D constant-velocity prediction
+  projected into the view) and ``s`` the prediction's uncertainty in that
+  view (the 3D residual scale learned online, times pixels per unit at the
+  point's depth, combined with the label noise);
+- **shape**: the same for the body template placed on the predicted pose
+  (seed-learned shape; its uncertainty is the keypoint's seed spread plus
+  the prediction's), weighted by ``shape`` (0.5);
+- **appearance**: squared standard score of log intensity and log area
+  against the keypoint's seed values in that view, capped at ``appearance_cap`` (4);
+- **hints** (pose-model predictions): ``-hint`` (2) when the candidate's
+  ``hint_keypoint`` names the keypoint, ``+hint`` when it names another one;
+  the same for ``hint_individual``; never decisive on its own;
+- **no candidate** costs ``gate**2`` (16, i.e. 4 standard deviations: a
+  correct candidate farther than that is rarer than 1 in 3000).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+
+FloatArray = NDArray[np.float64]
+_BIG = 1e6
+
+
+@dataclass(frozen=True, eq=False)
+class FrameContext:
+    """Everything a reasoner may use for one frame.
+
+    Axes: V views, I individuals, K keypoints, R regions, M candidates (padded).
+
+    Attributes
+    ----------
+    frame
+        Frame index.
+    views, individuals, keypoints, region_names
+        Axis names.
+    regions
+        Keypoint indices of each region.
+    region_of
+        (K,) region index of each keypoint.
+    symmetry
+        Left/right keypoint index pairs.
+    cand_xy
+        (V, M, 2) candidate positions (distorted px), NaN padding.
+    cand_valid
+        (V, M) real and usable candidates.
+    cand_id
+        (V, M) candidate ids of the table (-1 padding).
+    intensity, area
+        (V, M) appearance (NaN unknown).
+    hint_keypoint, hint_individual
+        (V, M) keypoint / individual index a pose model gave (-1 none).
+    score
+        (V, M) a pose model's score (NaN none).
+    predicted_px, predicted_sigma_px
+        (V, I, K, 2) and (V, I, K): motion prediction and its uncertainty.
+    template_px, template_sigma_px
+        (V, I, K, 2) and (V, I, K): body template on the predicted pose.
+    appearance_mu
+        (V, K, 2) typical log intensity and log area (NaN: unknown);
+        ``appearance_scale`` (2,) their spread.
+    image_size
+        (V, 2) width, height.
+    gate
+        Standard deviations beyond which "no candidate" is preferred.
+    """
+
+    frame: int
+    views: tuple[str, ...]
+    individuals: tuple[str, ...]
+    keypoints: tuple[str, ...]
+    region_names: tuple[str, ...]
+    regions: tuple[tuple[int, ...], ...]
+    region_of: NDArray[np.int64]
+    symmetry: tuple[tuple[int, int], ...]
+    cand_xy: FloatArray
+    cand_valid: NDArray[np.bool_]
+    cand_id: NDArray[np.int64]
+    intensity: FloatArray
+    area: FloatArray
+    hint_keypoint: NDArray[np.int64]
+    hint_individual: NDArray[np.int64]
+    score: FloatArray
+    predicted_px: FloatArray
+    predicted_sigma_px: FloatArray
+    template_px: FloatArray
+    template_sigma_px: FloatArray
+    appearance_mu: FloatArray
+    appearance_scale: FloatArray
+    image_size: NDArray[np.int64]
+    gate: float = 4.0
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(V, I, K, M)."""
+        return (len(self.views), len(self.individuals), len(self.keypoints), self.cand_xy.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
+class RegionBoxes:
+    """Stage 1 answer: ``boxes`` (V, I, R, 4) as x0, y0, x1, y1 px (NaN: no box)."""
+
+    boxes: FloatArray
+    note: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Assignment:
+    """Stage 2/3 answer: ``cand`` (V, I, K) index into the frame's candidate axis M (-1: none).
+
+    ``cost`` (V, I, K) the cost of each choice (NaN if unknown); ``costs``
+    (V, I, K, M) the full cost tensor when the reasoner has one (the
+    geometric reasoner does; stage 3 uses it to resolve conflicts by total
+    cost); ``conflict`` (V, I, K) keypoints whose candidate was contested.
+    """
+
+    cand: NDArray[np.int64]
+    cost: FloatArray
+    costs: FloatArray | None = None
+    conflict: NDArray[np.bool_] | None = None
+
+
+@runtime_checkable
+class Reasoner(Protocol):
+    """The interface of a stage-1-to-3 reasoner (see the module docstring)."""
+
+    name: str
+
+    def locate_regions(self, ctx: FrameContext) -> RegionBoxes:
+        """Stage 1: a box per view, animal and body region."""
+        ...
+
+    def assign(self, ctx: FrameContext, boxes: RegionBoxes) -> Assignment:
+        """Stage 2: candidates in each box to the region's keypoints ("none" allowed)."""
+        ...
+
+    def agree(self, ctx: FrameContext, boxes: RegionBoxes, assignment: Assignment) -> Assignment:
+        """Stage 3: no candidate used twice; conflicts resolved; missing keypoints marked (-1)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CostWeights:
+    """Weights of the geometric reasoner's cost terms (see the module docstring)."""
+
+    shape: float = 0.5
+    appearance: float = 1.0
+    appearance_cap: float = 4.0
+    hint: float = 2.0
+    score: float = 1.0
+
+
+def in_boxes(ctx: FrameContext, boxes: FloatArray) -> NDArray[np.bool_]:
+    """(V, I, R, M): whether each candidate lies in each box."""
+    x = ctx.cand_xy[:, None, None, :, 0]
+    y = ctx.cand_xy[:, None, None, :, 1]
+    b = boxes[..., None, :]
+    with np.errstate(invalid="ignore"):
+        inside = (x >= b[..., 0]) & (x <= b[..., 2]) & (y >= b[..., 1]) & (y <= b[..., 3])
+    return inside & ctx.cand_valid[:, None, None, :]
+
+
+class GeometricReasoner:
+    """Deterministic reasoner: boxes from the motion prediction, Hungarian assignment, cost-based agreement.
+
+    Parameters
+    ----------
+    weights
+        Cost weights (:class:`CostWeights`).
+    box_sigmas
+        Half-width of a region box beyond its keypoints' predictions, in
+        prediction standard deviations (default: the context's gate).
+    """
+
+    name = "geometric"
+
+    def __init__(self, weights: CostWeights | None = None, box_sigmas: float | None = None) -> None:
+        self.weights = weights or CostWeights()
+        self.box_sigmas = box_sigmas
+
+    # ------------------------------------------------------------ stage 1
+    def locate_regions(self, ctx: FrameContext) -> RegionBoxes:
+        """A box per view, animal and region: its keypoints' predictions +- ``box_sigmas`` prediction sigmas."""
+        V, I, K, _ = ctx.shape
+        k = ctx.gate if self.box_sigmas is None else self.box_sigmas
+        pred = ctx.predicted_px
+        half = k * ctx.predicted_sigma_px
+        lo = pred - half[..., None]
+        hi = pred + half[..., None]
+        lo = np.where(np.isfinite(lo), lo, np.inf)
+        hi = np.where(np.isfinite(hi), hi, -np.inf)
+        boxes = np.full((V, I, len(ctx.regions), 4), np.nan)
+        for r, idx in enumerate(ctx.regions):
+            ii = list(idx)
+            boxes[:, :, r, :2] = lo[:, :, ii].min(axis=2)
+            boxes[:, :, r, 2:] = hi[:, :, ii].max(axis=2)
+        boxes[~np.isfinite(boxes)] = np.nan
+        return RegionBoxes(boxes)
+
+    # ------------------------------------------------------------ stage 2
+    def costs(self, ctx: FrameContext) -> FloatArray:
+        """The cost tensor (V, I, K, M) of every keypoint-candidate pair (inf for padding)."""
+        w = self.weights
+        c = ctx.cand_xy[:, None, None, :, :]  # V,1,1,M,2
+        d2 = np.sum((c - ctx.predicted_px[:, :, :, None, :]) ** 2, axis=-1)
+        cost = d2 / np.maximum(ctx.predicted_sigma_px, 1e-6)[..., None] ** 2
+        if w.shape > 0:
+            t2 = np.sum((c - ctx.template_px[:, :, :, None, :]) ** 2, axis=-1)
+            tc = t2 / np.maximum(ctx.template_sigma_px, 1e-6)[..., None] ** 2
+            cost = cost + w.shape * np.where(np.isfinite(tc), tc, 0.0)
+        if w.appearance > 0 and np.isfinite(ctx.appearance_scale).any():
+            feats = np.stack([np.log(np.maximum(ctx.intensity, 1e-6)), np.log(np.maximum(ctx.area, 1e-6))], axis=-1)  # V,M,2
+            z = (feats[:, None, :, :] - ctx.appearance_mu[:, :, None, :]) / ctx.appearance_scale  # V,K,M,2
+            z2 = np.where(np.isfinite(z), z * z, 0.0).sum(axis=-1)
+            cost = cost + w.appearance * np.minimum(z2, w.appearance_cap)[:, None, :, :]
+        if w.hint > 0:
+            hk = ctx.hint_keypoint[:, None, None, :]
+            kk = np.arange(ctx.shape[2])[None, None, :, None]
+            cost = cost + w.hint * np.where(hk < 0, 0.0, np.where(hk == kk, -1.0, 1.0))
+            hi = ctx.hint_individual[:, None, None, :]
+            ii = np.arange(ctx.shape[1])[None, :, None, None]
+            if ctx.shape[1] > 1:
+                cost = cost + w.hint * np.where(hi < 0, 0.0, np.where(hi == ii, -1.0, 1.0))
+        if w.score > 0:
+            s = ctx.score
+            pen = np.where(np.isfinite(s), 1.0 - np.clip(s, 0.0, 1.0), 0.0)
+            cost = cost + w.score * pen[:, None, None, :]
+        return np.where(ctx.cand_valid[:, None, None, :] & np.isfinite(cost), cost, np.inf)
+
+    def assign(self, ctx: FrameContext, boxes: RegionBoxes) -> Assignment:
+        """Each animal's keypoints in each view to the candidates in their regions' boxes.
+
+        The regions of one animal in one view are solved as one Hungarian
+        problem in which a keypoint may only take candidates inside its own
+        region's box (and "none" at the gate cost): the same answer as
+        solving region by region and then settling candidates claimed by two
+        regions by total cost, in one call. Conflicts between animals are
+        left to :meth:`agree`.
+        """
+        V, I, K, M = ctx.shape
+        costs = self.costs(ctx)
+        gate2 = ctx.gate ** 2
+        inside = in_boxes(ctx, boxes.boxes)  # V,I,R,M
+        allowed = inside[:, :, ctx.region_of, :]  # V, I, K, M
+        masked = np.where(allowed, costs, np.inf)
+        cand = np.full((V, I, K), -1, np.int64)
+        cost = np.full((V, I, K), gate2)
+        for v in range(V):
+            for a in range(I):
+                cols = np.flatnonzero(allowed[v, a].any(axis=0))
+                if cols.size == 0:
+                    continue
+                choice, c = _hungarian_with_none(masked[v, a][:, cols], gate2)
+                got = choice >= 0
+                cand[v, a, got] = cols[choice[got]]
+                cost[v, a] = c
+        return Assignment(cand, cost, costs, np.zeros((V, I, K), bool))
+
+    # ------------------------------------------------------------ stage 3
+    def agree(self, ctx: FrameContext, boxes: RegionBoxes, assignment: Assignment) -> Assignment:
+        V, I, K, M = ctx.shape
+        cand = assignment.cand.copy()
+        cost = assignment.cost.copy()
+        conflict = np.zeros((V, I, K), bool) if assignment.conflict is None else assignment.conflict.copy()
+        costs = assignment.costs if assignment.costs is not None else self.costs(ctx)
+        dup_views = duplicated_views(cand)
+        if not dup_views.size:
+            return Assignment(cand, cost, costs, conflict)
+        inside = in_boxes(ctx, boxes.boxes)
+        gate2 = ctx.gate ** 2
+        region_kps = [np.asarray(r, np.int64) for r in ctx.regions]
+        for v in dup_views:
+            flat = cand[v].reshape(-1)
+            used, counts = np.unique(flat[flat >= 0], return_counts=True)
+            contested = used[counts > 1]
+            # every (animal, region) holding a contested candidate takes part, with all its keypoints
+            hit = np.isin(cand[v], contested)  # I, K
+            aa, kk = np.nonzero(hit)
+            groups = sorted({(int(a), int(ctx.region_of[k])) for a, k in zip(aa, kk)})
+            ra = np.concatenate([np.full(len(region_kps[r]), a) for a, r in groups])
+            rk = np.concatenate([region_kps[r] for _, r in groups])
+            rr = np.concatenate([np.full(len(region_kps[r]), r) for _, r in groups])
+            cols = np.flatnonzero(inside[v, ra, rr].any(axis=0))
+            ok = inside[v, ra[:, None], rr[:, None], cols[None, :]]
+            sub = np.where(ok, costs[v, ra[:, None], rk[:, None], cols[None, :]], np.inf)
+            choice, c = _hungarian_with_none(sub, gate2)
+            new = np.where(choice >= 0, cols[np.maximum(choice, 0)], -1)
+            old = cand[v, ra, rk]
+            conflict[v, ra, rk] |= np.isin(old, contested) | (new != old)
+            cand[v, ra, rk] = new
+            cost[v, ra, rk] = c
+        return Assignment(cand, cost, costs, conflict)
+
+
+def duplicated_views(cand: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Views (indices) in which some candidate index is used more than once; cand (V, ...)."""
+    V = cand.shape[0]
+    flat = cand.reshape(V, -1)
+    s = np.sort(flat, axis=1)
+    dup = (s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)
+    return np.flatnonzero(dup.any(axis=1))
+
+
+def _hungarian_with_none(sub: FloatArray, none_cost: float) -> tuple[NDArray[np.int64], FloatArray]:
+    """Optimal assignment of rows to columns where each row may take "none" at ``none_cost``.
+
+    Returns the chosen column per row (-1 for none) and its cost.
+    """
+    n_rows, n_cols = sub.shape
+    if n_rows == 1:  # one keypoint: the cheapest candidate, if it beats "none"
+        row = np.where(np.isfinite(sub[0]), sub[0], np.inf)
+        j = int(np.argmin(row)) if n_cols else -1
+        if j >= 0 and row[j] < none_cost:
+            return np.array([j], np.int64), np.array([row[j]])
+        return np.array([-1], np.int64), np.array([none_cost])
+    big = np.where(np.isfinite(sub), sub, _BIG)
+    dummy = np.full((n_rows, n_rows), _BIG)
+    np.fill_diagonal(dummy, none_cost)
+    full = np.concatenate([big, dummy], axis=1)
+    r, c = linear_sum_assignment(full)
+    choice = np.full(n_rows, -1, np.int64)
+    cost = np.full(n_rows, none_cost)
+    real = (c < n_cols) & (full[r, c] < _BIG)
+    choice[r[real]] = c[real]
+    cost[r[real]] = full[r[real], c[real]]
+    return choice, cost
