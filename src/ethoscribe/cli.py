@@ -104,6 +104,65 @@ def detect_spots_cmd(
     console.print(f"[green]{len(table)} candidates[/] in {table['frame'].nunique()} frames x {table['view'].nunique()} views -> {target}")
 
 
+@app.command()
+@_friendly_errors
+def pose(
+    session: Annotated[Path, typer.Argument(help="Session folder (with session.toml).")],
+    seeds: Annotated[str | None, typer.Option(help="Seed labels (.slp with >= 3 user-labelled frames), or 'pseudo' to pick them from predictions. Default: the session's.")] = None,
+    candidates: Annotated[list[str] | None, typer.Option(help="'markers' (spots in the marker videos) or pose-model prediction files (.slp, DLC .h5/.csv, LP .csv), one per view or one multi-view .slp.")] = None,
+    reasoner: Annotated[str, typer.Option(help="Reasoner for the labelling stages: geometric.")] = "geometric",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default SESSION/output/pose).")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Frames per saved chunk (an interrupted run resumes from the last).")] = 100,
+    resume: Annotated[bool, typer.Option(help="Resume an interrupted run with the same inputs.")] = True,
+    min_score: Annotated[float, typer.Option(help="Drop predictions scoring below this.")] = 0.0,
+    export: Annotated[str, typer.Option(help="Export formats after labelling: any of slp,dlc,nwb,movement, or 'none'.")] = "slp,dlc,nwb,movement",
+) -> None:
+    """Label keypoints in every view from candidates and seed frames; checked 3D poses, QC flags, review list, exports."""
+    from ethoscribe.io.exports import export_all
+    from ethoscribe.pose import PoseConfig, run_pose
+    from ethoscribe.session import load_session
+
+    s = load_session(session)
+    sources = candidates or ["markers"]
+    if sources == ["markers"]:
+        cand: Any = "markers"
+    else:
+        from ethoscribe.candidates.predictions import read_predictions
+
+        cand = read_predictions([Path(p) for p in sources], s.config.view_names, n_frames=s.config.n_frames, min_score=min_score)
+    result = run_pose(s, candidates=cand, seeds=seeds, reasoner=reasoner, out_dir=out, config=PoseConfig(chunk_size=chunk_size), resume=resume)
+    summary = result.summary
+    labels = result.labels
+    flagged = int(labels["flag"].sum())
+    console.print(f"[green]{int(labels['x'].notna().sum())} labels[/], {flagged} flagged ({100 * flagged / max(len(labels), 1):.1f} %) -> {result.paths['labels'].parent}")
+    for cam in summary.get("suspect_cameras", []) or []:
+        console.print(f"[yellow]suspect camera:[/] {cam}", highlight=False)
+    for pair in summary.get("duplicate_cameras", []) or []:
+        console.print(f"[yellow]identical calibrations:[/] {pair}", highlight=False)
+    formats = [f for f in export.split(",") if f and f != "none"]
+    if formats:
+        paths = export_all(result.paths["labels"].parent, s, formats=formats)
+        for name, path in paths.items():
+            console.print(f"  export {name:<12} {path}")
+
+
+@app.command()
+@_friendly_errors
+def export(
+    pose_out: Annotated[Path, typer.Argument(help="A pose output folder (labels.parquet, poses3d.nc).")],
+    session: Annotated[Path, typer.Option(help="The session the labels belong to.")],
+    format: Annotated[str, typer.Option("--format", help="Comma-separated: slp, dlc, nwb, movement.")] = "slp,dlc,nwb,movement",
+    out: Annotated[Path | None, typer.Option(help="Folder for the exports (default POSE_OUT/exports).")] = None,
+) -> None:
+    """Export pose labels to SLEAP, DeepLabCut, NWB (ndx-pose) and movement files."""
+    from ethoscribe.io.exports import export_all
+    from ethoscribe.session import load_session
+
+    paths = export_all(pose_out, load_session(session), formats=[f for f in format.split(",") if f], out_dir=out)
+    for name, path in paths.items():
+        console.print(f"  {name:<12} {path}")
+
+
 class Clusterer(str, Enum):
     dec = "dec"
     kmeans = "kmeans"
@@ -177,6 +236,54 @@ def evaluate_behavior_cmd(
         truth = truth / "truth" / "behaviour.parquet"
     scores = evaluate_behavior(pred, truth, tolerance=tolerance)
     print(json.dumps(scores, indent=2, default=float))
+
+
+@app.command()
+@_friendly_errors
+def report(
+    project: Annotated[Path, typer.Argument(help="A session folder whose outputs are in PROJECT/output/.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default PROJECT/output/report.html).")] = None,
+    examples: Annotated[int, typer.Option(min=0, help="Example frames per behaviour.")] = 4,
+    clips: Annotated[bool, typer.Option(help="Short looping clips per behaviour.")] = True,
+) -> None:
+    """Write one self-contained HTML report from a project's saved outputs (nothing is recomputed)."""
+    from ethoscribe.report.project import build_report
+
+    path = build_report(project, out, max_examples=examples, clips=clips)
+    console.print(f"[bold green]report:[/] {path.resolve()}")
+
+
+@app.command("export-behavior")
+@_friendly_errors
+def export_behavior_cmd(
+    result: Annotated[Path, typer.Argument(help="A behaviour output folder (from `ethoscribe behavior`).")],
+    out: Annotated[Path | None, typer.Option(help="Folder for the exports (default RESULT/exports).")] = None,
+    video: Annotated[Path | None, typer.Option(help="The video the labels belong to (named in BORIS and NWB files).")] = None,
+) -> None:
+    """Export behaviour segments: CSV/Parquet, per-frame labels, BORIS files and NWB intervals."""
+    from ethoscribe.io.exports.behavior import export_behavior
+
+    paths = export_behavior(result, out or result / "exports", media_file=video)
+    for name, path in paths.items():
+        console.print(f"  {name:<18} {path}")
+
+
+@app.command("serve-llm")
+@_friendly_errors
+def serve_llm_cmd(
+    port: Annotated[int, typer.Option(help="Loopback port to serve on.")] = 8080,
+    host: Annotated[str, typer.Option(help="Interface (keep 127.0.0.1 unless you mean to share it).")] = "127.0.0.1",
+    ctx_size: Annotated[int, typer.Option(help="Context tokens per slot.")] = 4096,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: half the cores).")] = None,
+    parallel: Annotated[int, typer.Option(help="Requests served at once.")] = 2,
+    model: Annotated[Path | None, typer.Option(help="A GGUF file (default: the packaged Gemma 3 270M).")] = None,
+    measure: Annotated[bool, typer.Option(help="Measure tokens/s at start-up.")] = True,
+) -> None:
+    """Serve the packaged local LLM (llama.cpp) as an OpenAI-compatible API until Ctrl-C; needs the [llm] extra."""
+    from ethoscribe.reasoning.local import serve_llm
+
+    serve_llm(port=port, ctx_size=ctx_size, threads=threads, parallel=parallel, host=host, model_path=model, measure=measure,
+              echo=lambda msg: console.print(msg, highlight=False, markup=False))
 
 
 @app.command()

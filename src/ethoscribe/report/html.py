@@ -1,9 +1,14 @@
 """Render a self-contained HTML report: one file, images embedded, no network.
 
 A report is a list of :class:`Section` objects, each with a title, optional
-key figures (a small table of name/value pairs), HTML-safe paragraphs, tables
-and images. Images are matplotlib figures or PNG bytes, embedded as base64
-data URLs so the file opens from ``file://`` anywhere.
+key figures (a small table of name/value pairs), notes (call-outs), HTML-safe
+paragraphs, tables, images, galleries of small images and subsections.
+Images are matplotlib figures or PNG/JPEG/GIF bytes, embedded as base64 data
+URLs so the file opens from ``file://`` anywhere. The page carries a
+Content-Security-Policy that allows nothing but inline styles, the one inline
+script and ``data:`` images, so a report cannot load anything from the
+network even by mistake; the script marks images that failed to decode
+(``data-images-broken`` on ``<body>`` and a warning banner).
 """
 
 from __future__ import annotations
@@ -21,16 +26,18 @@ from ethoscribe.io.atomic import write_text
 
 @dataclass
 class Image:
-    """An embedded PNG image with a caption."""
+    """An embedded image (PNG by default; ``mime`` may be ``image/jpeg`` or ``image/gif``) with a caption."""
 
     png: bytes
     caption: str = ""
     alt: str = ""
+    mime: str = "image/png"
+    css_class: str = ""
 
     @property
     def data_url(self) -> str:
-        """The PNG as a ``data:`` URL."""
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+        """The image as a ``data:`` URL."""
+        return f"data:{self.mime};base64," + base64.b64encode(self.png).decode("ascii")
 
     @classmethod
     def from_figure(cls, fig: Any, caption: str = "", dpi: int = 110) -> Image:
@@ -54,11 +61,21 @@ class Table:
     columns: list[str]
     rows: list[list[Any]]
     caption: str = ""
+    collapsed: bool = False  # inside a <details> that starts closed
+
+
+@dataclass
+class Gallery:
+    """Small images in a grid (thumbnails, frame strips, clips)."""
+
+    title: str
+    items: list[Image] = field(default_factory=list)
+    caption: str = ""
 
 
 @dataclass
 class Section:
-    """One section of a report."""
+    """One section of a report (subsections are sections too, one level deep in the navigation)."""
 
     title: str
     anchor: str
@@ -66,6 +83,9 @@ class Section:
     paragraphs: list[str] = field(default_factory=list)  # escaped unless markupsafe.Markup
     tables: list[Table] = field(default_factory=list)
     images: list[Image] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # call-outs (warnings, what is missing)
+    galleries: list[Gallery] = field(default_factory=list)
+    subsections: list[Section] = field(default_factory=list)
 
 
 def render_report(
@@ -90,6 +110,7 @@ def render_report(
     from ethoscribe import __version__
 
     env = Environment(loader=PackageLoader("ethoscribe", "report/templates"), autoescape=select_autoescape(["html"]))
+    env.filters["pretty"] = _pretty
     html = env.get_template("report.html").render(
         title=title,
         subtitle=subtitle,
@@ -99,3 +120,14 @@ def render_report(
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     return write_text(path, html)
+
+
+def _pretty(value: Any) -> Any:
+    """Provenance values: mappings and lists as indented JSON, the rest as text."""
+    import json
+
+    from markupsafe import Markup, escape
+
+    if isinstance(value, (dict, list, tuple)):
+        return Markup("<pre>") + escape(json.dumps(value, indent=2, sort_keys=True, default=str)) + Markup("</pre>")
+    return value
