@@ -54,9 +54,14 @@ def test_bad_synth_option_is_rejected(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_writes_report(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["-q", "demo", "--out", str(tmp_path / "demo"), "--cameras", "3", "--frames", "60"])
+    res = runner.invoke(app, ["-q", "demo", "--out", str(tmp_path / "demo"), "--cameras", "3", "--frames", "150"])
     assert res.exit_code == 0, res.output
     html = (tmp_path / "demo" / "report.html").read_text()
-    assert "median 3D error" in html
-    assert html.count("data:image/png;base64,") >= 2
-    assert "http://" not in html and "https://" not in html  # self-contained
+    for section in ("Accuracy against ground truth", "Pose QC", "Review list", "Behaviour", "Label dictionary"):
+        assert section in html
+    assert html.count("data:image/") >= 6
+    assert "src=\"http" not in html and "href=\"http" not in html  # self-contained
+    session = tmp_path / "demo" / "session" / "output"
+    assert (session / "pose" / "labels.parquet").is_file() and (session / "pose" / "exports" / "labels.slp").is_file()
+    segments = pd.read_parquet(session / "behavior" / "segments.parquet")
+    assert len(segments) > 0 and (segments["end_frame"] > segments["start_frame"]).all()

@@ -290,14 +290,15 @@ def serve_llm_cmd(
 @_friendly_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo session and its outputs.")] = Path("ethoscribe-demo"),
-    cameras: Annotated[int, typer.Option(min=2)] = 4,
-    frames: Annotated[int, typer.Option(min=30)] = 300,
+    cameras: Annotated[int, typer.Option(min=2, help="Cameras in the synthetic rig.")] = 4,
+    frames: Annotated[int, typer.Option(min=150, help="Frames (at 30 fps).")] = 450,
+    animals: Annotated[int, typer.Option(min=1, max=3, help="Animals.")] = 1,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Run the main job on built-in synthetic data and write an HTML report."""
+    """Run the main job on built-in synthetic data: synthesise, label poses, discover behaviours, report."""
     from ethoscribe.demo import run_demo
 
-    report = run_demo(out, cameras=cameras, frames=frames, seed=seed)
+    report = run_demo(out, cameras=cameras, frames=frames, animals=animals, seed=seed)
     console.print(f"[bold green]report:[/] {report.resolve()}")
 
 

@@ -1,9 +1,10 @@
 """The demo: the main job on built-in synthetic data, ending in an HTML report.
 
 ``ethoscribe demo`` (or :func:`run_demo`) synthesises a small multi-camera
-session, detects marker spots in every view, triangulates the spots that the
-ground truth assigns to each keypoint as a reference (the best any labelling
-can do with this calibration), and writes ``report.html``.
+session, detects marker spots, labels every keypoint in every view from 3
+seed frames (``run_pose``), discovers and names behaviours from the 3D poses
+(``run_behavior``), exports to the field's formats, and writes one report that
+also scores every step against the synthetic ground truth.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def match_candidates_to_truth(
 
     Uses one KD-tree per view over (x, y, frame * big) so all frames are
     matched in a single vectorised query.
+
+    Examples
+    --------
+    >>> cand = pd.DataFrame({"frame": [0], "view": ["a"], "x": [10.2], "y": [5.0]})
+    >>> match_candidates_to_truth(cand, np.array([[[[[10.0, 5.0]]]]]), ["a"])[0, 0, 0, 0].tolist()
+    [10.2, 5.0]
     """
     from scipy.spatial import cKDTree
 
@@ -42,7 +49,7 @@ def match_candidates_to_truth(
         ok = np.isfinite(truth).all(axis=1)
         dist, idx = tree.query(np.c_[truth[ok], frames[ok] * big], distance_upper_bound=max_px)
         hit = np.isfinite(dist)
-        xy = np.full((ok.sum(), 2), np.nan)
+        xy = np.full((int(ok.sum()), 2), np.nan)
         xy[hit] = np.c_[cand["x"].to_numpy()[idx[hit]], cand["y"].to_numpy()[idx[hit]]]
         flat = np.full((truth.shape[0], 2), np.nan)
         flat[ok] = xy
@@ -50,41 +57,58 @@ def match_candidates_to_truth(
     return out
 
 
-def run_demo(out: str | os.PathLike[str] = "ethoscribe-demo", cameras: int = 4, frames: int = 300, seed: int = 0) -> Path:
+def run_demo(
+    out: str | os.PathLike[str] = "ethoscribe-demo",
+    cameras: int = 4,
+    frames: int = 450,
+    animals: int = 1,
+    seed: int = 0,
+) -> Path:
     """Run the demo into ``out`` and return the path of its ``report.html``.
 
     Examples
     --------
-    >>> report = run_demo("demo-out", cameras=3, frames=60)  # doctest: +SKIP
+    >>> report = run_demo("demo-out", cameras=3, frames=300)  # doctest: +SKIP
     >>> report.name  # doctest: +SKIP
     'report.html'
     """
-    from ethoscribe.candidates.spots import detect_session_spots
-    from ethoscribe.candidates.table import save_candidates
-    from ethoscribe.geometry.triangulate import triangulate_ransac
-    from ethoscribe.synth.rig import SynthConfig, synthesize
+    from ethoscribe.behavior.pipeline import run_behavior
+    from ethoscribe.demo_report import accuracy_section
+    from ethoscribe.io.exports import export_all
+    from ethoscribe.io.exports.behavior import export_behavior
+    from ethoscribe.pose import run_pose
+    from ethoscribe.report.project import build_report
+    from ethoscribe.synth.rig import synthesize
 
     out = Path(out)
     timings: dict[str, float] = {}
-    with progress_bar(2, "demo: synthesising session") as advance:
-        t0 = time.perf_counter()
-        synth = synthesize(out / "session", SynthConfig(cameras=cameras, animals=1, frames=frames, seed=seed, noise="default"))
-        timings["synthesise"] = time.perf_counter() - t0
-        advance(2)
+
+    def step(name: str, t0: float) -> None:
+        timings[name] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with progress_bar(1, "demo: synthesising a session") as advance:
+        synth = synthesize(out / "session", cameras=cameras, animals=animals, frames=frames, seed=seed, noise="default")
+        advance(1)
+    step("synthesise", t0)
     session = synth.load_session()
     truth = synth.load_truth()
+    output = session.root / "output"
 
     t0 = time.perf_counter()
-    candidates = detect_session_spots(session)
-    timings["detect spots"] = time.perf_counter() - t0
-    save_candidates(candidates, session.root / "output" / "candidates.parquet")
+    pose = run_pose(session, candidates="markers", out_dir=output / "pose")
+    step("pose labelling (incl. spot detection)", t0)
+    t0 = time.perf_counter()
+    export_all(output / "pose", session)
+    step("pose exports", t0)
 
     t0 = time.perf_counter()
-    labels = match_candidates_to_truth(candidates, truth.marker_xy, session.config.view_names)
-    ransac = triangulate_ransac(session.rig, labels.reshape(len(session.config.view_names), -1, 2))
-    points3d = ransac.points3d.reshape(labels.shape[1:-1] + (3,))
-    timings["triangulate"] = time.perf_counter() - t0
+    behavior = run_behavior(pose=output / "pose" / "poses3d.nc", out_dir=output / "behavior", seed=seed)
+    export_behavior(output / "behavior", output / "behavior" / "exports", media_file=session.video_path(session.config.view_names[-1], "body"))
+    step("behaviour discovery", t0)
 
-    from ethoscribe.demo_report import write_demo_report
-
-    return write_demo_report(out / "report.html", session, truth, candidates, labels, points3d, timings)
+    t0 = time.perf_counter()
+    accuracy = accuracy_section(session, truth, pose, behavior)
+    report = build_report(session.root, out / "report.html", title="ethoscribe demo", extra_sections=[accuracy])
+    step("report", t0)
+    return report

@@ -799,6 +799,7 @@ def build_report(
     clips: bool = True,
     review_thumbnails: int = 12,
     title: str | None = None,
+    extra_sections: Sequence[Section] = (),
 ) -> Path:
     """Write the project's report as one self-contained HTML file and return its path.
 
@@ -818,6 +819,9 @@ def build_report(
         Thumbnails for the first frames of the review list (0: none).
     title
         Report title (default: the session name).
+    extra_sections
+        Sections placed after the overview (the demo adds its accuracy
+        against the synthetic ground truth).
 
     Raises
     ------
@@ -859,7 +863,7 @@ def build_report(
     pose_sec, pose_head = _pose_section(po, review_thumbnails, timings)
     beh_sec, beh_head, _ = _behavior_section(po, colors, social, max_examples, clips, timings)
     t = time.perf_counter()
-    sections = [None, pose_sec, beh_sec]
+    sections = [None, *extra_sections, pose_sec, beh_sec]
     if social is not None or (social_error and n_ind >= 2):
         sections.append(_social_section(po, social, colors, social_error))
     timings["social page"] = time.perf_counter() - t
