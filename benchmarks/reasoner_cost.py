@@ -1,41 +1,40 @@
-"""Cost of the language-model steps on the synthetic rig, with the local llama.cpp backend (Gemma 3 270M).
+"""Cost and label quality of the LLM merger on the synthetic rig, with the local llama.cpp backend (Gemma 3 270M).
 
 What it does (progress on stderr, one JSON object on the last stdout line):
 
-1. synthesises a one-mouse session (truth only, no video) and runs the
-   behaviour pipeline on its 3D pose up to the captions, collecting every
-   snippet caption with its cluster id, duration and kinematic numbers (the
-   merge step is replaced by a capturing stand-in, so no sentence model is loaded);
+1. synthesises a one-mouse session (truth only, no video: the text steps
+   need none) of ``--frames`` frames;
 2. starts the local LLM server (:class:`~ethoscribe.reasoning.local.LocalLLMServer`)
    and measures its generation speed;
-3. **first run**: sends the merge-like requests (:func:`merge_requests`: the
-   snippets in batches of ``--batch`` >= 20 captions, rendered with a
-   packaged prompt, answers constrained to the prompt's schema, each with a
-   fallback) through a :class:`~ethoscribe.reasoning.client.ChatClient` with
-   a fresh response cache;
-4. **rerun**: the same requests again with the same cache (must make no call).
+3. **first run**: :func:`~ethoscribe.behavior.pipeline.run_behavior` on the
+   session's 3D pose with the :class:`~ethoscribe.reasoning.merger_llm.LLMMerger`
+   (``make_merger("llm", run)``) and a fresh response cache; the run's
+   ``reasoner_usage.json`` and ``reasoner_trace.jsonl`` are written as the CLI would;
+4. **rerun**: the same again with the same cache (must make no call);
+5. the same pipeline with the default :class:`~ethoscribe.behavior.merge.EmbeddingMerger`,
+   and with the LLM merger's kinematic check switched off (``check=False``:
+   the model's raw names; its requests are the same, so the cache answers
+   them), all scored against ``truth/behaviour.parquet`` with
+   :func:`~ethoscribe.behavior.evaluate.evaluate_behavior`.
 
 Figures: ``llm_calls`` (first run), ``llm_calls_rerun`` (must be 0),
 ``cache_hit_rate_rerun``, ``schema_valid_rate`` (answers valid before any
-repair), ``fallback_rate``, ``calls_per_snippet``, ``prompt_tokens``,
-``completion_tokens`` (first run), plus sizes, timings and the server's
-tokens/s. Calls scale with snippets (one per batch), never with frames.
+repair), ``fallback_rate``, ``calls_per_snippet`` (at most 1/20 by design),
+``prompt_tokens``, ``completion_tokens`` (first run); label quality
+``nmi_llm`` / ``macro_f1_llm`` (the merger as shipped: a rejected answer
+falls back to the embedding merger), ``nmi_llm_unchecked`` /
+``macro_f1_llm_unchecked`` (the model's own names), ``nmi_embedding`` /
+``macro_f1_embedding``; plus ``llm_source`` (model or fallback), the
+fallback reason, the labels each merger gave, sizes and timings.
 
-The LLM merger does not exist yet. :func:`run_merge` is the one place to
-swap in the real merger call, e.g.::
-
-    def run_merge(client, summaries, args):
-        return LLMMerger(client, batch=args.batch).merge(summaries)
-
-everything else (session, server, cache, accounting, figures) stays.
-
-Usage: ``python benchmarks/reasoner_cost.py [--frames 3000] [--batch 20] [--prompt name_clusters]
-[--max-tokens 256] [--threads N] [--work DIR] [--keep]``.
+Usage: ``python benchmarks/reasoner_cost.py [--frames 3000] [--seed 0] [--threads N] [--parallel 2]
+[--work DIR] [--keep]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -47,123 +46,55 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, log  # noqa: E402
 
-from ethoscribe.reasoning.accounting import Accounting  # noqa: E402
-from ethoscribe.reasoning.client import ChatClient, Request  # noqa: E402
-from ethoscribe.reasoning.prompts import load_prompt  # noqa: E402
-from ethoscribe.reasoning.schemas import cluster_names_model, merge_answer_model  # noqa: E402
-from ethoscribe.reasoning.trace import TRACE_FILE, TraceWriter  # noqa: E402
 
-VOCABULARY = ["rest", "walk", "run", "turn", "rear", "groom"]
+def _labels(res: Any) -> dict[str, str]:
+    return {str(r.label): str(r.clusters) for r in res.label_dictionary.itertuples(index=False)}
 
 
-# ---------------------------------------------------------------------- the snippets of the synthetic rig
-class CapturingMerger:
-    """Stand-in merger: records the cluster summaries the pipeline hands over, names each cluster by its id."""
-
-    name = "capture"
-
-    def __init__(self) -> None:
-        self.summaries: list[Any] = []
-
-    def merge(self, clusters: Any) -> Any:
-        from ethoscribe.behavior.merge import LabelEntry, MergeResult
-
-        self.summaries = list(clusters)
-        mapping = {int(c.cluster): f"cluster {c.cluster}" for c in self.summaries}
-        return MergeResult(mapping, [LabelEntry(label=v, definition="", clusters=[k]) for k, v in mapping.items()], [])
-
-
-def collect_summaries(work: Path, frames: int, seed: int) -> list[Any]:
-    """Cluster summaries (captions per snippet) of a synthetic one-mouse session."""
-    import xarray as xr
-
-    from ethoscribe.behavior.pipeline import run_behavior
-    from ethoscribe.synth.rig import SynthConfig, synthesize
-
-    session = work / f"solo_{frames}_{seed}"
-    points = session / "truth" / "points3d.nc"
-    if not points.is_file():
-        log(f"synthesising {frames} frames (truth only) -> {session}")
-        synthesize(session, SynthConfig(cameras=2, animals=1, frames=frames, fps=30, seed=seed, render="none"))
-    ds = xr.load_dataset(points)
-    cap = CapturingMerger()
-    t = time.perf_counter()
-    run_behavior(ds, merger=cap, seed=seed)
-    log(f"behaviour pipeline up to captions: {time.perf_counter() - t:.0f} s, {len(cap.summaries)} clusters")
-    return cap.summaries
-
-
-def snippet_rows(summaries: list[Any]) -> list[dict[str, Any]]:
-    """One row per snippet (cluster, duration, caption text, kinematic numbers), clusters interleaved."""
-    per_cluster = []
-    for s in summaries:
-        rows = []
-        for c, d in zip(s.captions, s.durations):
-            nums = ", ".join(f"{k} {v:.2g}" for k, v in sorted(c.numbers.items())[:4])
-            rows.append({"cluster": int(s.cluster), "duration_s": float(d), "text": c.text, "summary": nums})
-        per_cluster.append(rows)
-    out = []
-    for i in range(max((len(r) for r in per_cluster), default=0)):  # round-robin: every batch sees many clusters
-        out.extend(r[i] for r in per_cluster if i < len(r))
-    return out
-
-
-# ---------------------------------------------------------------------- the merge-like requests (swap point)
-def merge_requests(rows: list[dict[str, Any]], batch: int, prompt_name: str, max_tokens: int) -> list[Request]:
-    """One request per batch of ``batch`` snippets (the last batch joins the previous one if smaller than 20)."""
-    prompt = load_prompt(prompt_name)
-    chunks = [rows[i : i + batch] for i in range(0, len(rows), batch)]
-    if len(chunks) > 1 and len(chunks[-1]) < 20:
-        chunks[-2].extend(chunks.pop())
-    reqs = []
-    for chunk in chunks:
-        ids = sorted({r["cluster"] for r in chunk})
-        schema = cluster_names_model(ids) if prompt_name == "name_clusters" else merge_answer_model(ids)
-        msgs = prompt.render(snippets=chunk, cluster_ids=ids, vocabulary=VOCABULARY)
-        budget = max(max_tokens, 40 * len(ids) + 32)  # about 30 tokens per cluster's name and definition
-        reqs.append(Request(msgs, schema, step="merge", prompt=prompt, fallback=lambda: None,
-                            options={"max_tokens": budget, "input": {"n_snippets": len(chunk), "clusters": ids}}))
-    return reqs
-
-
-def run_merge(client: ChatClient, summaries: list[Any], args: argparse.Namespace) -> dict[str, Any]:
-    """The merge step under test. Replace the body by the real LLM merger when it exists (see the module docstring)."""
-    rows = snippet_rows(summaries)
-    reqs = merge_requests(rows, args.batch, args.prompt, args.max_tokens)
-    decisions = client.ask_many(reqs)
-    names: dict[int, list[str]] = {}
-    for d in decisions:
-        if d.source == "model" and hasattr(d.value, "names"):
-            for k, v in d.value.names().items():
-                names.setdefault(k, []).append(v.name)
-    return {"n_snippets": len(rows), "n_requests": len(reqs), "model_names": {k: sorted(set(v)) for k, v in sorted(names.items())}}
-
-
-# ---------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=3000, help="frames of the synthetic session (30 fps)")
-    ap.add_argument("--batch", type=int, default=20, help="snippets per request (>= 20)")
-    ap.add_argument("--prompt", default="name_clusters", choices=["name_clusters", "merge_behaviours"])
-    ap.add_argument("--max-tokens", type=int, default=256, help="least answer budget (raised to 40 per cluster + 32)")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: half the cores)")
     ap.add_argument("--parallel", type=int, default=2, help="llama.cpp slots = client max_concurrency")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="folder for the session and cache (reused when present)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
-    if args.batch < 20:
-        ap.error("--batch must be at least 20 (the merger batches at least 20 snippets per call)")
+
+    import pandas as pd
+    import xarray as xr
+
+    from ethoscribe.behavior.evaluate import evaluate_behavior
+    from ethoscribe.behavior.pipeline import run_behavior
+    from ethoscribe.reasoning.factory import ReasonerRun, make_merger
     from ethoscribe.reasoning.local import LocalLLMServer
+    from ethoscribe.synth.rig import SynthConfig, synthesize
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ethoscribe-reasoner-cost-"))
     work.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Any] = {"frames": args.frames, "batch": args.batch, "prompt": args.prompt,
-                           "merger": "infrastructure stand-in (merge-like requests; real LLM merger not yet written)"}
+    out: dict[str, Any] = {"frames": args.frames, "seed": args.seed, "merger": "LLMMerger (name_cluster_summaries, batched)"}
     t_all = time.perf_counter()
     try:
-        summaries = collect_summaries(work, args.frames, args.seed)
-        out["n_clusters"] = len(summaries)
+        session = work / f"solo_{args.frames}_{args.seed}"
+        if not (session / "truth" / "points3d.nc").is_file():
+            log(f"synthesising {args.frames} frames (truth only) -> {session}")
+            synthesize(session, SynthConfig(cameras=2, animals=1, frames=args.frames, fps=30, seed=args.seed, render="none"))
+        ds = xr.load_dataset(session / "truth" / "points3d.nc")
+        truth = pd.read_parquet(session / "truth" / "behaviour.parquet")
+
+        def score(res: Any) -> dict[str, float]:
+            r = evaluate_behavior(res.label_table(), truth)
+            return {"nmi": r["nmi"], "macro_f1": r["macro_f1"]}
+
+        t = time.perf_counter()
+        emb = run_behavior(ds, merger="embedding", seed=args.seed)
+        out["embedding_s"] = time.perf_counter() - t
+        s_emb = score(emb)
+        n_snip = int((emb.segments["cluster"] >= 0).sum())
+        out["n_snippets"] = n_snip
+        out["n_clusters"] = int(emb.segments.loc[emb.segments["cluster"] >= 0, "cluster"].nunique())
+        log(f"embedding merger: NMI {s_emb['nmi']:.3f}, macro-F1 {s_emb['macro_f1']:.3f}; {n_snip} snippets")
+
         cache_path = work / f"llm_cache_{time.time_ns()}.sqlite"  # fresh: the first run really calls
         with LocalLLMServer(parallel=args.parallel, threads=args.threads, ctx_size=4096) as srv:
             out["server_start_s"] = srv.startup_s
@@ -173,23 +104,25 @@ def main() -> None:
             out["prompt_tokens_per_s"] = speed["prompt_tokens_per_s"]
             log(f"local server at {srv.base_url}: {speed['tokens_per_s']:.1f} tokens/s generated, "
                 f"{speed['prompt_tokens_per_s']:.0f} tokens/s prompt ({srv.threads} thread(s))")
-            cfg = srv.config(cache_path=cache_path, max_tokens=args.max_tokens, seed=args.seed)
+            cfg = srv.config(cache_path=cache_path, seed=args.seed)
 
-            runs = {}
-            for name in ("first", "rerun"):
-                acc = Accounting()
-                t = time.perf_counter()
+            runs: dict[str, Any] = {}
+            for name, opts in (("first", {}), ("rerun", {}), ("unchecked", {"check": False})):
                 run_dir = work / f"run_{name}"
-                with TraceWriter(run_dir / TRACE_FILE, truncate=True) as tw, ChatClient(cfg, accounting=acc, trace=tw) as client:
-                    res = run_merge(client, summaries, args)
-                acc.write(run_dir)  # reasoner_usage.json, as a pipeline run writes it
-                runs[name] = (acc.to_dict(), time.perf_counter() - t, res)
-                u = runs[name][0]
-                log(f"{name}: {u['calls']} calls, {u['cache_hits']} cache hits, {u['prompt_tokens']} prompt + "
-                    f"{u['completion_tokens']} completion tokens, {u['fallbacks']} fallbacks, {runs[name][1]:.1f} s")
-        first, first_s, res = runs["first"]
-        rerun, rerun_s, _ = runs["rerun"]
-        n_snip = res["n_snippets"]
+                t = time.perf_counter()
+                with ReasonerRun(cfg, out_dir=run_dir) as run:
+                    merger = make_merger("llm", run, **opts)
+                    res = run_behavior(ds, merger=merger, seed=args.seed, out_dir=run_dir)
+                    summ = merger.summary()
+                usage = json.loads((run_dir / "reasoner_usage.json").read_text())
+                runs[name] = (usage, time.perf_counter() - t, res, summ)
+                log(f"{name}: {usage['calls']} calls, {usage['cache_hits']} cache hits, {usage['prompt_tokens']} prompt + "
+                    f"{usage['completion_tokens']} completion tokens, {usage['fallbacks']} fallbacks, "
+                    f"source {summ.get('source')}, {runs[name][1]:.1f} s")
+        first, first_s, res1, summ1 = runs["first"]
+        rerun, rerun_s, res2, _ = runs["rerun"]
+        _, _, res3, summ3 = runs["unchecked"]
+        s1, s3 = score(res1), score(res3)
         out.update({
             "llm_calls": first["calls"],
             "llm_calls_rerun": rerun["calls"],
@@ -199,12 +132,18 @@ def main() -> None:
             "calls_per_snippet": first["calls"] / n_snip if n_snip else math.nan,
             "prompt_tokens": first["prompt_tokens"],
             "completion_tokens": first["completion_tokens"],
-            "n_snippets": n_snip,
-            "n_requests": res["n_requests"],
             "repairs": first["repairs"],
-            "first_run_s": first_s,
-            "rerun_s": rerun_s,
-            "model_names": {str(k): v for k, v in res["model_names"].items()},
+            "n_requests": summ1.get("n_batches"),
+            # by design: one request per batch of at most 8 clusters, and at most one per 20 snippets
+            "max_requests_by_design": max(1, min(math.ceil(out["n_clusters"] / 8), n_snip // 20)),
+            "nmi_llm": s1["nmi"], "macro_f1_llm": s1["macro_f1"],
+            "nmi_llm_unchecked": s3["nmi"], "macro_f1_llm_unchecked": s3["macro_f1"],
+            "nmi_embedding": s_emb["nmi"], "macro_f1_embedding": s_emb["macro_f1"],
+            "llm_source": summ1.get("source"), "llm_fallback_reason": (summ1.get("reason") or "")[:300] or None,
+            "llm_unchecked_source": summ3.get("source"),
+            "rerun_same_labels": bool((res1.labels["label"] == res2.labels["label"]).all()),
+            "labels_llm": _labels(res1), "labels_llm_unchecked": _labels(res3), "labels_embedding": _labels(emb),
+            "first_run_s": first_s, "rerun_s": rerun_s,
             "total_s": time.perf_counter() - t_all,
         })
     finally:

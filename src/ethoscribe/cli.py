@@ -110,7 +110,10 @@ def pose(
     session: Annotated[Path, typer.Argument(help="Session folder (with session.toml).")],
     seeds: Annotated[str | None, typer.Option(help="Seed labels (.slp with >= 3 user-labelled frames), or 'pseudo' to pick them from predictions. Default: the session's.")] = None,
     candidates: Annotated[list[str] | None, typer.Option(help="'markers' (spots in the marker videos) or pose-model prediction files (.slp, DLC .h5/.csv, LP .csv), one per view or one multi-view .slp.")] = None,
-    reasoner: Annotated[str, typer.Option(help="Reasoner for the labelling stages: geometric.")] = "geometric",
+    reasoner: Annotated[str, typer.Option(help="Reasoner for stages 1-3: geometric, or vlm (a vision-language model; see --config).")] = "geometric",
+    config: Annotated[Path | None, typer.Option(help="ethoscribe.toml with a [reasoner] table (default ./ethoscribe.toml or ETHOSCRIBE_* variables).")] = None,
+    vlm_budget: Annotated[int, typer.Option(min=0, help="At most this many model questions per run (vlm).")] = 100,
+    vlm_consult: Annotated[str, typer.Option(help="When to ask the model: ambiguous (where geometry is unsure) or always.")] = "ambiguous",
     out: Annotated[Path | None, typer.Option(help="Output folder (default SESSION/output/pose).")] = None,
     chunk_size: Annotated[int, typer.Option(min=1, help="Frames per saved chunk (an interrupted run resumes from the last).")] = 100,
     resume: Annotated[bool, typer.Option(help="Resume an interrupted run with the same inputs.")] = True,
@@ -118,8 +121,12 @@ def pose(
     export: Annotated[str, typer.Option(help="Export formats after labelling: any of slp,dlc,nwb,movement, or 'none'.")] = "slp,dlc,nwb,movement",
 ) -> None:
     """Label keypoints in every view from candidates and seed frames; checked 3D poses, QC flags, review list, exports."""
+    import pandas as pd
+
     from ethoscribe.io.exports import export_all
     from ethoscribe.pose import PoseConfig, run_pose
+    from ethoscribe.reasoning.config import load_config
+    from ethoscribe.reasoning.factory import ReasonerRun, make_pose_reasoner
     from ethoscribe.session import load_session
 
     s = load_session(session)
@@ -130,7 +137,16 @@ def pose(
         from ethoscribe.candidates.predictions import read_predictions
 
         cand = read_predictions([Path(p) for p in sources], s.config.view_names, n_frames=s.config.n_frames, min_score=min_score)
-    result = run_pose(s, candidates=cand, seeds=seeds, reasoner=reasoner, out_dir=out, config=PoseConfig(chunk_size=chunk_size), resume=resume)
+    out_dir = out or s.root / "output" / "pose"
+    run = ReasonerRun(load_config(config) if reasoner != "geometric" else None, out_dir=out_dir)
+    try:
+        r = make_pose_reasoner(reasoner, run, session=s, candidates=cand if isinstance(cand, pd.DataFrame) else None,
+                               max_questions=vlm_budget, consult=vlm_consult)
+        result = run_pose(s, candidates=cand, seeds=seeds, reasoner=r, out_dir=out_dir, config=PoseConfig(chunk_size=chunk_size), resume=resume)
+        if hasattr(r, "verify"):
+            r.verify(result)
+    finally:
+        run.finish()
     summary = result.summary
     labels = result.labels
     flagged = int(labels["flag"].sum())
@@ -184,8 +200,11 @@ def behavior(
     video: Annotated[list[Path] | None, typer.Option(help="Video file(s) for video features; repeat for several.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: beside the input, behavior/).")] = None,
     clusters: Annotated[int, typer.Option(min=2, help="Clusters (deliberate over-segmentation).")] = 10,
-    captioner: Annotated[str, typer.Option(help="Snippet captioner: kinematic.")] = "kinematic",
-    merger: Annotated[str, typer.Option(help="Cluster merger and namer: embedding.")] = "embedding",
+    captioner: Annotated[str, typer.Option(help="Snippet captioner: kinematic, or vlm (a vision-language model; see --config).")] = "kinematic",
+    merger: Annotated[str, typer.Option(help="Cluster merger and namer: embedding, or llm (a language model; see --config).")] = "embedding",
+    config: Annotated[Path | None, typer.Option(help="ethoscribe.toml with a [reasoner] table (default ./ethoscribe.toml or ETHOSCRIBE_* variables).")] = None,
+    caption_view: Annotated[str | None, typer.Option(help="View whose body video the vlm captioner sees (default: the most overhead).")] = None,
+    caption_budget: Annotated[int | None, typer.Option(help="At most this many captioning questions (vlm).")] = None,
     clusterer: Annotated[Clusterer, typer.Option(help="Clustering: DEC or a baseline.")] = Clusterer.dec,
     video_features: Annotated[VideoFeatures, typer.Option(help="Video features.")] = VideoFeatures.motion_svd,
     fps: Annotated[float | None, typer.Option(help="Frame rate, when the pose file has none.")] = None,
@@ -198,21 +217,37 @@ def behavior(
     """Discover behaviours: features, deep embedded clustering, snippets, captions, merged and named labels."""
     from ethoscribe.behavior.pipeline import run_behavior
     from ethoscribe.errors import InputError
+    from ethoscribe.reasoning.config import load_config
+    from ethoscribe.reasoning.factory import ReasonerRun, make_captioner, make_merger
+    from ethoscribe.session import load_session
 
     source = pose or input
     if source is None and not video:
         raise InputError("give a pose file (INPUT or --pose) and/or --video")
+    session = None
     if source is not None and source.is_dir():
+        if (source / "session.toml").is_file():
+            session = load_session(source)
         candidate = source / "output" / "pose" / "poses3d.nc"
         if not candidate.is_file():
             raise InputError(f"{source}: no pose outputs found (expected {candidate}); run `ethoscribe pose` first or pass a pose file")
         source = candidate
-    target = out or ((source.parent if source is not None else video[0].parent) / "behavior")
-    result = run_behavior(
-        pose=source, videos=video or None, out_dir=target, n_clusters=clusters, captioner=captioner, merger=merger,
-        clusterer=clusterer.value, video_features=video_features.value, fps=fps, head_tip=head_tip, neck=neck, rear=rear,
-        max_gap_s=max_gap, seed=seed,
-    )
+    if source is not None and source.name == "poses3d.nc" and session is None and (source.parents[2] / "session.toml").is_file():
+        session = load_session(source.parents[2])
+    target = out or ((source.parent.parent if source is not None and source.name == "poses3d.nc" else
+                      source.parent if source is not None else video[0].parent) / "behavior")
+    models_used = (captioner, merger) != ("kinematic", "embedding")
+    run = ReasonerRun(load_config(config) if models_used else None, out_dir=target)
+    try:
+        cap = make_captioner(captioner, run, session, pose=source, videos=video or None, view=caption_view, max_questions=caption_budget)
+        mer = make_merger(merger, run)
+        result = run_behavior(
+            pose=source, videos=video or None, out_dir=target, n_clusters=clusters, captioner=cap, merger=mer,
+            clusterer=clusterer.value, video_features=video_features.value, fps=fps, head_tip=head_tip, neck=neck, rear=rear,
+            max_gap_s=max_gap, seed=seed,
+        )
+    finally:
+        run.finish()
     frames = result.time_budgets.groupby("label")["n_frames"].sum()
     budget = (frames / frames.sum()).sort_values(ascending=False)  # over all animals
     console.print(f"[green]{len(result.label_dictionary)} behaviours[/], {len(result.segments)} segments -> {target}")

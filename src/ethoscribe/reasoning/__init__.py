@@ -13,12 +13,22 @@ Modules:
 - :mod:`~ethoscribe.reasoning.cache`, :mod:`~ethoscribe.reasoning.accounting`,
   :mod:`~ethoscribe.reasoning.trace`: response cache, usage counts, JSONL trace;
 - :mod:`~ethoscribe.reasoning.local`: the packaged Gemma 3 270M served by
-  llama.cpp (``ethoscribe serve-llm``; optional extra ``[llm]``).
+  llama.cpp (``ethoscribe serve-llm``; optional extra ``[llm]``);
+- the language-model steps, behind the pipelines' protocols:
+  :mod:`~ethoscribe.reasoning.pose_vlm` (:class:`VLMPoseReasoner`, pose
+  stages 1-3 where the geometry is unsure), :mod:`~ethoscribe.reasoning.captioner_vlm`
+  (:class:`VLMCaptioner`), :mod:`~ethoscribe.reasoning.merger_llm`
+  (:class:`LLMMerger`), with :mod:`~ethoscribe.reasoning.steps` and
+  :mod:`~ethoscribe.reasoning.budget` (question budgets, giving up on a dead
+  server) and :mod:`~ethoscribe.reasoning.factory` (:func:`make_pose_reasoner`,
+  :func:`make_captioner`, :func:`make_merger`, :class:`ReasonerRun`: what the CLI calls).
 
 Nothing here imports ``openai`` or ``xllamacpp`` at import time.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from ethoscribe.reasoning.accounting import USAGE_FILE, Accounting
 from ethoscribe.reasoning.cache import ResponseCache, cache_key
@@ -37,3 +47,19 @@ __all__ = [
     "assistant", "cache_key", "draw_numbered_points", "encode_image", "extract_json", "load_config", "load_prompt",
     "local_model_path", "parse_answer", "serve_llm", "system", "user",
 ]
+
+_LAZY = {
+    "VLMPoseReasoner": "ethoscribe.reasoning.pose_vlm", "PoseConsultPolicy": "ethoscribe.reasoning.pose_vlm",
+    "VLMCaptioner": "ethoscribe.reasoning.captioner_vlm", "LLMMerger": "ethoscribe.reasoning.merger_llm",
+    "ReasonerRun": "ethoscribe.reasoning.factory", "make_pose_reasoner": "ethoscribe.reasoning.factory",
+    "make_captioner": "ethoscribe.reasoning.factory", "make_merger": "ethoscribe.reasoning.factory",
+}
+__all__ += sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:  # the steps import the pose and behaviour packages: only when asked for
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ethoscribe.reasoning' has no attribute {name!r}")

@@ -202,8 +202,21 @@ def register_schema(model: type[BaseModel], name: str | None = None) -> type[Bas
     return model
 
 
+#: answer models registered by the step modules when imported (imported here on first lookup)
+_LAZY: dict[str, str] = {
+    "KeypointDots": "ethoscribe.reasoning.pose_vlm",
+    "RegionDots": "ethoscribe.reasoning.pose_vlm",
+    "ConflictOwner": "ethoscribe.reasoning.pose_vlm",
+    "CaptionAnswer": "ethoscribe.reasoning.captioner_vlm",
+}
+
+
 def get_schema(name: str) -> type[BaseModel]:
-    """The registered answer model called ``name``."""
+    """The registered answer model called ``name`` (step modules that define one are imported on demand)."""
+    if name not in _SCHEMAS and name in _LAZY:
+        import importlib
+
+        importlib.import_module(_LAZY[name])
     try:
         return _SCHEMAS[name]
     except KeyError:
