@@ -314,7 +314,7 @@ def serve_llm_cmd(
     model: Annotated[Path | None, typer.Option(help="A GGUF file (default: the packaged Gemma 3 270M).")] = None,
     measure: Annotated[bool, typer.Option(help="Measure tokens/s at start-up.")] = True,
 ) -> None:
-    """Serve the packaged local LLM (llama.cpp) as an OpenAI-compatible API until Ctrl-C; needs the [llm] extra."""
+    """Serve the packaged local LLM (llama.cpp) as an OpenAI-compatible API until Ctrl-C (needs the optional llm extra)."""
     from ethoscribe.reasoning.local import serve_llm
 
     serve_llm(port=port, ctx_size=ctx_size, threads=threads, parallel=parallel, host=host, model_path=model, measure=measure,

@@ -3,7 +3,8 @@
 A *project* is a session folder (``session.toml``) whose outputs live in
 ``PROJECT/output/``::
 
-    output/candidates.parquet      keypoint candidates (ethoscribe detect-spots)
+    output/candidates.parquet      keypoint candidates (ethoscribe detect-spots; else
+                                   output/pose/candidates_markers.parquet, kept by the pose run)
     output/pose/                   labels.parquet, poses3d.nc, review.csv, summary.json, trace.jsonl
     output/behavior/               result.json, labels/segments/label_dictionary .parquet, trace.jsonl
     output/**/reasoner_usage.json  language-model calls, tokens and cache hits (when a reasoner wrote it)
@@ -146,8 +147,9 @@ def load_project(project_dir: str | os.PathLike[str]) -> ProjectOutputs:
             po.problems.append(f"skeleton {cfg['skeleton']!r} could not be read ({exc})")
     out = po.output
 
-    # candidates
-    cp = out / "candidates.parquet"
+    # candidates: from `ethoscribe detect-spots`, or the marker spots the pose run detected and kept
+    cp = next((p for p in (out / "candidates.parquet", out / "pose" / "candidates_markers.parquet") if p.is_file()),
+              out / "candidates.parquet")
     if cp.is_file():
         try:
             import pyarrow.parquet as pq
@@ -159,7 +161,8 @@ def load_project(project_dir: str | os.PathLike[str]) -> ProjectOutputs:
         except Exception as exc:  # noqa: BLE001
             po.parts.append(("candidates", "unreadable", f"{_rel(cp, root)}: {exc}"))
     else:
-        po.parts.append(("candidates", "missing", "no output/candidates.parquet (ethoscribe detect-spots)"))
+        po.parts.append(("candidates", "missing", "no output/candidates.parquet (ethoscribe detect-spots) "
+                                                  "and no marker spots kept by the pose run"))
 
     # pose
     pdir = out / "pose"
