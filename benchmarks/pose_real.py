@@ -22,8 +22,9 @@ Figures: ``median_reproj_error_before_px`` (plain DLT of the raw predictions
 with their own identities, all views, as in ``shared/data/README.md``) and
 ``median_reproj_error_after_px`` (the pipeline's candidate labels against
 its 3D points: over the cameras used for 3D, and over all cameras);
-labels flagged (count, fraction, by reason); the cameras reported suspect
-and why; identical calibrations found.
+labels flagged (count, fraction, by reason; and among the labels of the
+cameras not reported suspect, since every label of a suspect camera is
+flagged); the cameras reported suspect and why; identical calibrations found.
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ def main() -> None:
             "labels": int(len(labelled)),
             "labels_flagged": int(labelled["flag"].sum()),
             "labels_flagged_fraction": float(labelled["flag"].mean()) if len(labelled) else None,
+            "labels_usable_views": int((~labelled["view"].isin(suspect)).sum()),
+            "labels_flagged_usable_views": int(labelled.loc[~labelled["view"].isin(suspect), "flag"].sum()),
+            "labels_reprojected": int((labelled["stage"] == "reprojection").sum()),
             "flagged_by_reason": s["labels"]["flagged_by_reason"],
             "labels_by_stage": s["labels"]["by_stage"],
             "suspect_cameras": s["suspect_cameras"],

@@ -28,9 +28,15 @@ Keys (default noise; ``_hard`` suffix for hard noise):
 - ``qc_recall`` / ``qc_precision``: flags against labels more than 5 px
   from the true projection, over every label the pipeline gave (candidate
   and reprojected); ``qc_*_candidates`` the same over candidate labels only.
-  Reprojected labels are always flagged; ``reprojected_within_5px_visible``
-  and ``reprojected_within_5px_occluded`` say how good they are where the
-  marker was visible but missed and where it was hidden.
+  A reprojected label always carries the reason ``reprojected`` but is
+  flagged only when doubtful; for transparency ``reprojected_share`` (of all
+  labels), ``reprojected_within_5px`` (all reprojected labels) and
+  ``reprojected_within_5px_visible`` / ``_occluded`` (where the marker was
+  visible but missed, and where it was hidden) say how good they are;
+  ``predicted`` counts labels of keypoints observed in no view (bridged over
+  a short gap). ``confidence_calibration``: per confidence bin, the number of
+  labels and the share more than 5 px off (a calibrated confidence has about
+  ``1 - confidence`` off).
 - ``timepoints_per_s``: frames per second of the frame loop (all views,
   candidates to final labels; excludes decoding, spot detection and writing
   the outputs).
@@ -170,7 +176,6 @@ def score(result, truth, cands, owner, seed_frames):  # type: ignore[no-untyped-
     keep[seed_frames] = False
     pos = np.transpose(truth.position2d, (1, 0, 3, 2, 4))  # T, V, I, K, 2
     vis = np.transpose(truth.visible, (1, 0, 3, 2))
-    rend = np.transpose(truth.rendered, (1, 0, 3, 2))
     d = np.hypot(x - pos[..., 0], y - pos[..., 1])
     labelled = np.isfinite(x)
     sel = labelled & keep[:, None, None, None]
@@ -211,6 +216,12 @@ def score(result, truth, cands, owner, seed_frames):  # type: ignore[no-untyped-
     within = float(((d <= OFF_PX) & labelled & visk).sum() / visk.sum())
     rv = reproj & vis
     ro = reproj & ~vis
+    conf = lab["confidence"].to_numpy().reshape(T, V, I, K)
+    pred = np.char.find(lab["reason"].to_numpy().astype(str), "predicted").reshape(T, V, I, K) >= 0
+    calib = {}
+    for lo, hi in ((0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 0.99), (0.99, 1.01)):
+        m = sel & (conf >= lo) & (conf < hi)
+        calib[f"{lo:.2f}-{min(hi, 1.0):.2f}"] = [int(m.sum()), round(float(bad[m].mean()), 4) if m.any() else None]
     return {
         "mean_3d_error_mm": float(np.nanmean(e3)),
         "median_3d_error_mm": float(np.nanmedian(e3)),
@@ -224,6 +235,10 @@ def score(result, truth, cands, owner, seed_frames):  # type: ignore[no-untyped-
         "qc_recall_candidates": rec_c, "qc_precision_candidates": prec_c,
         "labels_off_5px": int((bad & sel).sum()), "labels": int(sel.sum()), "flagged": int(fl.sum()),
         "reprojected": int(reproj.sum()),
+        "reprojected_share": float(reproj.sum() / max(sel.sum(), 1)),
+        "reprojected_within_5px": float(((d <= OFF_PX) & reproj).sum() / max(reproj.sum(), 1)),
+        "predicted": int((pred & sel).sum()),
+        "confidence_calibration": calib,
         "reprojected_within_5px_visible": float(((d <= OFF_PX) & rv).sum() / max(rv.sum(), 1)),
         "reprojected_within_5px_occluded": float(((d <= OFF_PX) & ro).sum() / max(ro.sum(), 1)),
         "reprojected_visible": int(rv.sum()), "reprojected_occluded": int(ro.sum()),
@@ -261,6 +276,7 @@ def run_case(root: Path, noise: str, animals: int, frames: int, seed: int) -> di
     out["suspect_cameras"] = len(result.summary["suspect_cameras"])
     out["flagged_fraction"] = float(result.summary["labels"]["flagged_labelled_fraction"])
     log(f"{noise}/{animals}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in out.items()))
+    out["timepoints_per_cpu_s"] = float(result.summary["timings_s"].get("timepoints_per_cpu_s") or 0.0)
     return out
 
 
@@ -283,7 +299,8 @@ def main() -> None:
             out = run_case(base / case, noise, animals, args.frames, args.seed)
             keys = list(out) if case != "2animals" else ["swap_rate", "identity_swaps", "mean_3d_error_mm", "within_5px",
                                                           "qc_recall", "qc_precision", "timepoints_per_s",
-                                                          "oracle_mean_3d_error_mm", "naive_mean_3d_error_mm"]
+                                                          "oracle_mean_3d_error_mm", "naive_mean_3d_error_mm",
+                                                          "missed_visible_unlabelled"]
             for k in keys:
                 result[k + suffix] = out[k]
     if "default" in cases:

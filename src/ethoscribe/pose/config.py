@@ -47,6 +47,9 @@ class PoseConfig(BaseModel):
     jump_min_fraction: float = Field(0.25, ge=0, description="... and farther than this fraction of the animal's size")
     velocity_beta: float = Field(0.5, gt=0, le=1, description="alpha-beta filter gain of the velocity")
     velocity_damping: float = Field(0.8, ge=0, le=1, description="velocity kept per frame while a keypoint is lost")
+    max_sigma_fraction: float = Field(0.25, gt=0, description=(
+        "ceiling of the learned residual scales (motion prediction, neighbour offsets), as a fraction of the "
+        "animal's size: a larger error is a lost keypoint, not a residual"))
     sigma_rate: float = Field(0.1, gt=0, le=1, description="rate of the running estimate of the prediction residual scale")
     initial_sigma_fraction: float = Field(0.1, gt=0, description="prediction sigma at a seed frame, as a fraction of the animal's size")
     trace: bool = Field(True, description="write trace.jsonl")

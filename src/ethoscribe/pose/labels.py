@@ -8,7 +8,7 @@ view          str        camera view name
 individual    str        animal name (as in ``session.toml``)
 keypoint      str        keypoint name (as in the skeleton)
 x, y          float64    distorted pixel position (OpenCV convention); NaN: no label
-confidence    float32    geometric confidence in [0, 1] (0 without a label)
+confidence    float32    probability-like confidence that the label is right, in [0, 1] (0: no label)
 flag          bool       worth a person's look (a flagging reason applies)
 reason        str        '' if fine, else ';'-joined codes of :data:`REASONS`
 stage         str        the stage that produced the label (:data:`STAGES`)
@@ -17,23 +17,44 @@ candidate     int64      candidate id within (frame, view), -1 if none
 reproj_error  float32    px between the label and its 3D point's reprojection (NaN if none)
 ============  =========  =============================================================
 
-Reason codes (:data:`REASONS`): ``high_reprojection_error`` (the label
-disagrees with the 3D point the other views agree on), ``few_views`` (the 3D
-point rests on fewer than 3 agreeing views, so the label is hardly checked),
-``conflict`` (the label lost or won a candidate claimed twice and geometry did
-not confirm it, or tracking forward and backward in time put the keypoint on
-different markers), ``reprojected`` (no candidate: the label is the reprojection
-of the 3D point; it is a good label where the marker was visible but missed,
-and a position of a hidden point where it was occluded), ``large_jump`` (the
-3D point moved much more than the motion model expected), ``missing`` (no
-label), ``suspect_camera`` (the view's calibration disagrees with the
-others), ``seed`` (a seed label, informational).
+Reason codes (:data:`REASONS`) say what applies to a row; ``flag`` says whether
+it is *doubtful*, worth a person's look:
 
-``flag`` is True when any code other than ``seed`` applies, except that a
-``missing`` row whose 3D point is known but projects outside the image is not
-flagged (there is nothing to label in that view), and a ``few_views`` label
-whose keypoint tracking forward and backward in time put on the same 3D
-point is not flagged for that alone.
+- ``high_reprojection_error``: the label disagrees with the 3D point the other
+  views agree on (always flagged);
+- ``few_views``: the 3D point rests on fewer than ``verified_views`` agreeing
+  views; flagged only when that support is genuinely weak: a single view
+  (nothing checked it), or a confidence below 0.5;
+- ``conflict``: the keypoint lost its marker to another keypoint when the two
+  tracking passes were reconciled, or the label lost or won a candidate
+  claimed twice and geometry did not confirm it (always flagged);
+- ``passes_disagree``: the two tracking passes put the keypoint on different
+  markers and the one whose track joins the agreed track without a jump was
+  taken (informational: the confidence says how decisive that was);
+- ``reprojected``: no candidate in this view: the label is the reprojection of
+  the 3D point. Every reprojected label carries it; it is flagged only when
+  doubtful: its 3D point is ``predicted``, or its confidence (which counts
+  the support of the point: fewer than ``verified_views`` views not
+  confirmed by both passes lower it) is below 0.5;
+- ``predicted``: the keypoint was observed in no view of this frame; its 3D
+  point is interpolated over a short gap of its track (always flagged: a
+  prediction is worth a look);
+- ``large_jump``: the 3D point moved much more than the motion model expected,
+  or it leaves its track for a frame and comes back (a spike: farther from the
+  midpoint of its neighbours in time than three times the 90th percentile of
+  that distance on the keypoint's track) (always flagged);
+- ``missing``: no label (flagged when the keypoint is lost outside the seeds,
+  not when its point is known but outside this view's image);
+- ``suspect_camera``: the view's calibration disagrees with the others
+  (flagged);
+- ``low_confidence``: the confidence is below 0.5 (flagged);
+- ``seed``: a seed label (informational).
+
+``confidence`` estimates the probability that the label is right (on the
+right marker, within the label noise): the identity part from the
+association margin and whether the two tracking passes agree, times the
+geometric part from the support and the reprojection error (see
+:func:`ethoscribe.pose.outputs.label_quality`).
 
 Examples
 --------
@@ -81,10 +102,13 @@ REASONS: tuple[str, ...] = (
     "large_jump",
     "missing",
     "suspect_camera",
+    "predicted",
+    "low_confidence",
+    "passes_disagree",
     "seed",
 )
 #: Codes that do not by themselves make a row worth a person's look.
-INFORMATIONAL: frozenset[str] = frozenset({"seed"})
+INFORMATIONAL: frozenset[str] = frozenset({"seed", "passes_disagree"})
 
 #: Stages that can produce a label, in pipeline order.
 STAGES: tuple[str, ...] = ("seed", "assignment", "agreement", "refinement", "reprojection")
@@ -166,7 +190,7 @@ def validate_labels(df: pd.DataFrame, source: str | os.PathLike[str] = "labels",
             continue
         if dtype == "bool":
             if col.dtype != bool:
-                vals = pd.Series(col).map({True: True, False: False, 1: True, 0: False})
+                vals = pd.Series(col).map({True: True, False: False})
                 if vals.isna().any():
                     raise InputError(f"{source}: column 'flag' must be boolean; row(s) {_rows(vals.isna())} are not")
                 col = vals

@@ -168,6 +168,15 @@ class TrackerState:
         the last seed frame, and for how many frames its current unbroken
         track has lasted (a track starts at a seed or where a lost keypoint
         is found again; wrong identities start at such re-acquisitions).
+    rel_sigma
+        (K,) residual scale (3D RMS, world units) of a keypoint's offsets to
+        its template neighbours from one frame to the next (the shape
+        context of :mod:`ethoscribe.pose.association`).
+    rigid_seen, rigid_off
+        (R,) decayed counts of confident frames in which each rigid pair of
+        the :class:`~ethoscribe.pose.association.BodyStructure` was measured,
+        and in which its distance was off; a pair found off too often is
+        not rigid after all.
     last_frame
         The frame processed last (-1 before the first).
     """
@@ -184,6 +193,9 @@ class TrackerState:
     cam_outliers: NDArray[np.int64]
     chain_seed: NDArray[np.bool_]
     chain_len: NDArray[np.int64]
+    rel_sigma: FloatArray
+    rigid_seen: FloatArray
+    rigid_off: FloatArray
     last_frame: int = -1
 
     def copy(self) -> TrackerState:

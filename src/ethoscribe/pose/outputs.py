@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,18 @@ SEVERITY = {
     "reprojected": 1.0,
     "missing": 1.0,
     "suspect_camera": 0.0,  # a property of the camera, reported in the summary, not of a frame
+    "predicted": 1.0,
+    "low_confidence": 1.0,
+    "passes_disagree": 0.0,
     "seed": 0.0,
 }
 
 
-_FIELDS = ("xy", "cid", "stage", "conflict", "err", "X", "n_in", "err3", "jump", "threshold", "chain_seed", "chain_len")
+#: codes counted in the review's reasons even on labels that are not flagged
+INFORMATIVE = frozenset({"reprojected", "few_views", "passes_disagree"})
+
+_FIELDS = ("xy", "cid", "stage", "conflict", "err", "X", "n_in", "err3", "jump", "threshold", "chain_seed", "chain_len",
+           "margin")
 
 
 def _empty_arrays(T: int, V: int, I: int, K: int) -> dict[str, np.ndarray]:
@@ -83,6 +91,7 @@ def _empty_arrays(T: int, V: int, I: int, K: int) -> dict[str, np.ndarray]:
         "n_in": np.zeros((T, I, K), np.int8), "err3": np.full((T, I, K), np.nan, np.float32),
         "jump": np.zeros((T, I, K), bool), "threshold": np.full(T, np.nan, np.float32),
         "chain_seed": np.zeros((T, I, K), bool), "chain_len": np.zeros((T, I, K), np.int64),
+        "margin": np.full((T, I, K), np.nan, np.float32),
         "done": np.zeros(T, bool),
     }
 
@@ -101,20 +110,25 @@ def _stack_chunks(su: Any, chunks: list[Any]) -> dict[str, np.ndarray]:
 
 
 def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Reconcile the forward and the backward pass keypoint by keypoint.
+    """Reconcile the forward and the backward pass keypoint by keypoint, without losing labels.
 
     Frames between the first and the last seed are tracked twice, from the
     seed before and from the seed after. Where both passes put a keypoint on
     the same 3D point (within twice the inlier threshold, in world units at
-    the typical depth) the result is confirmed. Where they disagree, one of
-    them follows a wrong marker. For each stretch of frames where they
-    disagree, the pass whose track joins the agreed track before and after
-    the stretch with the smaller jump is taken (a wrong identity begins, or
-    ends, with a jump to another marker); without an agreed neighbour, the
-    pass whose track runs unbroken from a seed frame, else the one with the
-    longer unbroken track. Every label of the keypoint in such a stretch gets
-    the reason ``conflict`` (the directions disagree). A candidate that two keypoints
-    then claim in one view is left to the keypoint whose passes agreed.
+    the typical depth) the result is *confirmed*. Where they disagree, one of
+    them follows a wrong marker (a wrong identity begins, or ends, with a
+    jump to another marker): for each stretch of frames where they disagree,
+    the pass whose track joins the agreed track before and after the stretch
+    with the smaller jump is taken; without an agreed neighbour, the pass
+    whose track runs unbroken from a seed frame, else the one with the longer
+    unbroken track. Every label of the keypoint in such a stretch gets the
+    reason ``conflict``. A keypoint that only one pass found takes that pass.
+
+    Two keypoints that end up on the same marker (the same 3D point, or a
+    candidate shared in a view): the one whose passes disagreed switches to
+    its other pass when that is free, otherwise it keeps no point in that
+    frame; :func:`fill_gaps` then bridges it (and any keypoint neither pass
+    found) over short gaps by interpolation, as a *predicted* point.
     """
     T, V, I, K = f["cid"].shape
     both = f["done"] & b["done"]
@@ -133,7 +147,7 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
     # a stretch where the passes disagree: take the pass that joins the agreed track on both sides without a jump
     ref = np.where((agree | (f["done"][:, None, None] & ~b["done"][:, None, None]))[..., None], f["X"],
                    np.where((b["done"][:, None, None] & ~f["done"][:, None, None])[..., None], b["X"], np.nan))
-    runs = 0
+    decisive = np.zeros((T, I, K))  # 0: the tracks did not settle which pass is right; 1: clearly
     for a_i in range(I):
         for k_i in range(K):
             dis = disagree[:, a_i, k_i]
@@ -150,8 +164,45 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
                         n_ref += 1
                 if n_ref and np.isfinite(jf) and np.isfinite(jb) and jf != jb:
                     take_b[t0:t1 + 1, a_i, k_i] = jb < jf
-                    runs += 1
+                    lo, hi = min(jf, jb), max(jf, jb)
+                    decisive[t0:t1 + 1, a_i, k_i] = (hi - lo) / (hi + lo + tol)
+    out = _take(f, b, take_b)
+    out["disagree"] = disagree
+    out["decisive"] = decisive
+    out["confirmed"] = agree & both[:, None, None]
+    # two keypoints on one marker: the one whose passes disagreed switches pass, or lets go
+    lost = np.zeros((T, I, K), bool)
+    out["dropped"] = np.zeros((T, I, K), bool)
+    for t in np.flatnonzero(both | only_b | f["done"]):
+        for _ in range(I * K):
+            clash = _clashes(out, t, tol)
+            if not clash:
+                break
+            p, q = clash
+            loser = p if disagree[t].reshape(-1)[p] >= disagree[t].reshape(-1)[q] else q
+            if disagree[t].reshape(-1)[p] == disagree[t].reshape(-1)[q]:  # neither (or both) disagreed: fewer views loses
+                loser = p if out["n_in"][t].reshape(-1)[p] <= out["n_in"][t].reshape(-1)[q] else q
+            a_l, k_l = divmod(int(loser), K)
+            if both[t] and not lost[t, a_l, k_l]:
+                other = b if not take_b[t, a_l, k_l] else f
+                trial = {key: out[key].copy() for key in ("X", "cid", "n_in")}
+                _copy_point(out, other, t, a_l, k_l)
+                take_b[t, a_l, k_l] = not take_b[t, a_l, k_l]
+                lost[t, a_l, k_l] = True  # tried once: if it clashes again, it lets go
+                if _clashes(out, t, tol) != clash and np.isfinite(out["X"][t, a_l, k_l]).all():
+                    continue
+                for key, v in trial.items():
+                    out[key] = v
+            _drop_point(out, t, a_l, k_l)
+            out["conflict"][t, :, a_l, k_l] = True
+            out["dropped"][t, a_l, k_l] = True
+    out["from_backward"] = take_b
+    return out
+
+
+def _take(f: dict[str, np.ndarray], b: dict[str, np.ndarray], take_b: np.ndarray) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
+    only_b = b["done"] & ~f["done"]
     for k in _FIELDS:
         x, y = f[k], b[k]
         if k == "threshold":
@@ -165,34 +216,141 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
         elif k == "X":
             m = take_b[..., None]
         out[k] = np.where(m, y, x)
-    out["disagree"] = disagree
-    out["confirmed"] = agree & both[:, None, None]
-    # a candidate claimed twice in a view after merging: the keypoint whose passes disagreed lets go
-    cid = out["cid"].reshape(T, V, -1)
-    dis = np.broadcast_to(disagree.reshape(T, 1, -1), cid.shape)
-    t_i, v_i, p_i = np.nonzero(cid >= 0)
-    key = (t_i * V + v_i) * (int(cid.max(initial=0)) + 1) + cid[t_i, v_i, p_i]
-    order = np.lexsort((~dis[t_i, v_i, p_i], key))  # per key: agreeing keypoints first
-    ks = key[order]
-    dup = np.r_[False, ks[1:] == ks[:-1]]
-    drop = order[dup]
-    if drop.size:
-        # the keypoint that loses a candidate this way sits on another keypoint's marker: it has no label and
-        # no 3D point in that frame (its other views' labels are reprojections of that wrong point, or the same marker)
-        tt, ii, kk = t_i[drop], p_i[drop] // K, p_i[drop] % K
-        lost = np.zeros((T, I, K), bool)
-        lost[tt, ii, kk] = True
-        lv = np.broadcast_to(lost[:, None], out["cid"].shape)
-        out["cid"] = np.where(lv, -1, out["cid"])
-        out["xy"] = np.where(lv[..., None], np.nan, out["xy"])
-        out["err"] = np.where(lv, np.nan, out["err"])
-        out["conflict"] = out["conflict"] | lv
-        out["stage"] = np.where(lv, np.int8(2), out["stage"]).astype(np.int8)
-        out["X"] = np.where(lost[..., None], np.nan, out["X"])
-        out["n_in"] = np.where(lost, 0, out["n_in"]).astype(np.int8)
-        out["err3"] = np.where(lost, np.nan, out["err3"]).astype(np.float32)
-    out["from_backward"] = take_b
     return out
+
+
+_POINT_FIELDS_TVIK = ("xy", "cid", "stage", "conflict", "err")
+_POINT_FIELDS_TIK = ("X", "n_in", "err3", "jump", "chain_seed", "chain_len", "margin")
+
+
+def _copy_point(out: dict[str, np.ndarray], src: dict[str, np.ndarray], t: int, a: int, k: int) -> None:
+    for key in _POINT_FIELDS_TVIK:
+        out[key][t, :, a, k] = src[key][t, :, a, k]
+    for key in _POINT_FIELDS_TIK:
+        out[key][t, a, k] = src[key][t, a, k]
+
+
+def _drop_point(out: dict[str, np.ndarray], t: int, a: int, k: int) -> None:
+    out["cid"][t, :, a, k] = -1
+    out["xy"][t, :, a, k] = np.nan
+    out["err"][t, :, a, k] = np.nan
+    out["stage"][t, :, a, k] = 2
+    out["X"][t, a, k] = np.nan
+    out["n_in"][t, a, k] = 0
+    out["err3"][t, a, k] = np.nan
+    out["margin"][t, a, k] = np.nan
+
+
+def _clashes(out: dict[str, np.ndarray], t: int, tol: float) -> tuple[int, int] | None:
+    """The first pair of keypoints (flat I*K indices) of frame t on one marker, or None."""
+    X = out["X"][t].reshape(-1, 3)
+    ok = np.isfinite(X).all(-1)
+    if ok.sum() >= 2:
+        dd = np.linalg.norm(X[:, None] - X[None], axis=-1)
+        dd[~ok] = np.inf
+        dd[:, ~ok] = np.inf
+        np.fill_diagonal(dd, np.inf)
+        with np.errstate(invalid="ignore"):
+            pp, qq = np.nonzero(np.triu(dd < 0.5 * tol))
+        if pp.size:
+            return int(pp[0]), int(qq[0])
+    cid = out["cid"][t].reshape(out["cid"].shape[1], -1)  # V, P
+    for v in range(cid.shape[0]):
+        c = cid[v]
+        m = c >= 0
+        if m.sum() < 2:
+            continue
+        vals, inv, cnt = np.unique(c[m], return_inverse=True, return_counts=True)
+        if (cnt > 1).any():
+            idx = np.flatnonzero(m)[inv == int(np.flatnonzero(cnt > 1)[0])]
+            return int(idx[0]), int(idx[1])
+    return None
+
+
+#: a predicted label counts as right within this many pixels (the benchmark's and the QC's "off" distance)
+PREDICTED_OK_PX = 5.0
+#: an interpolation is anchored only on points the two passes confirm or whose association margin is at least this
+GAP_ANCHOR_MARGIN = 4.0
+
+
+def _step(X: np.ndarray, idx: np.ndarray, p: int, i: int, k: int) -> float:
+    """Typical per-frame displacement of keypoint (i, k) around observed frame ``p`` (world units)."""
+    j = int(np.searchsorted(idx, p))
+    steps = []
+    for q0, q1 in ((j - 1, j), (j, j + 1)):
+        if 0 <= q0 and q1 < idx.size and idx[q1] - idx[q0] <= 3:
+            steps.append(float(np.linalg.norm(X[idx[q1], i, k] - X[idx[q0], i, k])) / (idx[q1] - idx[q0]))
+    return max(steps) if steps else 0.0
+
+
+def fill_gaps(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> np.ndarray:
+    """Bridge keypoints without a 3D point over short gaps (linear interpolation in time); (T, I, K) predicted.
+
+    A gap of at most ``round(fps / 6)`` frames between two frames with a
+    sure point (confirmed by both passes, or associated with a margin of at
+    least ``GAP_ANCHOR_MARGIN``) is interpolated; the ends of a track are not
+    extended. Predicted points get labels in every usable view where
+    they project into the image (stage ``reprojection``, no candidate) and
+    ``n_in`` 0: nothing was observed, the position is a prediction.
+    """
+    T, V, I, K = a["cid"].shape
+    X = a["X"]
+    has = np.isfinite(X).all(-1) & (a["n_in"] >= 2)
+    # only points whose identity is sure anchor an interpolation (a wrong end makes a wrong bridge)
+    with np.errstate(invalid="ignore"):
+        sure = has & ((a.get("confirmed", np.zeros_like(has)) & (a["n_in"] >= 2))
+                      | (np.nan_to_num(a["margin"], nan=0.0) >= GAP_ANCHOR_MARGIN))
+    predicted = np.zeros((T, I, K), bool)
+    scale = np.zeros((T, I, K))
+    max_gap = max(1, int(round(su.fps / 6)))
+    for i in range(I):
+        for k in range(K):
+            idx = np.flatnonzero(sure[:, i, k])
+            if idx.size == 0:
+                continue
+            miss = np.flatnonzero(~has[:, i, k])
+            if miss.size == 0:
+                continue
+            pos = np.searchsorted(idx, miss)
+            prev = np.where(pos > 0, idx[np.maximum(pos - 1, 0)], -1)
+            nxt = np.where(pos < idx.size, idx[np.minimum(pos, idx.size - 1)], -1)
+            # only inside a track: holding the last point at a track's end is a guess, not a prediction
+            inner = (prev >= 0) & (nxt >= 0) & (nxt - prev - 1 <= max_gap)
+            for m, p0, p1 in zip(miss[inner], prev[inner], nxt[inner]):
+                w = (m - p0) / (p1 - p0)
+                X[m, i, k] = (1 - w) * X[p0, i, k] + w * X[p1, i, k]
+                # a smooth path deviates from the chord by a fraction of the distance covered, and by the
+                # keypoint's typical step per frame away from the ends
+                scale[m, i, k] = np.linalg.norm(X[p1, i, k] - X[p0, i, k]) * min(w, 1 - w) \
+                    + _step(X, idx, p0, i, k) * min(m - p0, p1 - m)
+                predicted[m, i, k] = True
+    a["predicted_conf"] = np.zeros((T, V, I, K))
+    if predicted.any():
+        tt, ii, kk = np.nonzero(predicted)
+        proj, depth = su.geo.project(X[tt, ii, kk])  # V, n, 2
+        ppu = su.geo.pixels_per_unit(depth)  # V, n
+        inside = su.rig.in_image(proj) & (~suspect)[:, None]
+        thr = a["threshold"].astype(float)[tt]
+        for v in range(V):
+            # a single view's unverified label far from the predicted point is dropped for the prediction
+            cur = a["xy"][tt, v, ii, kk]
+            with np.errstate(invalid="ignore"):
+                far = np.linalg.norm(cur - proj[v], axis=-1) > thr
+            free = inside[v] & (~np.isfinite(cur[:, 0]) | far)
+            gone = far & ~inside[v]
+            a["xy"][tt[gone], v, ii[gone], kk[gone]] = np.nan
+            a["cid"][tt[gone], v, ii[gone], kk[gone]] = -1
+            a["xy"][tt[free], v, ii[free], kk[free]] = proj[v, free]
+            a["stage"][tt[free], v, ii[free], kk[free]] = REPROJECTION
+            a["cid"][tt[free], v, ii[free], kk[free]] = -1
+            a["err"][tt[free], v, ii[free], kk[free]] = np.nan
+            # the error of an interpolated point grows with the keypoint's displacement over the gap
+            s_px = np.sqrt((scale[tt, ii, kk] * ppu[v]) ** 2 + su.sigma_px ** 2)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                pc = 1.0 - np.exp(-PREDICTED_OK_PX ** 2 / (2.0 * s_px ** 2))
+            a["predicted_conf"][tt[free], v, ii[free], kk[free]] = np.nan_to_num(pc[free])
+        a["n_in"][tt, ii, kk] = 0
+    return predicted
 
 
 def su_ppu(su: Any) -> float:
@@ -205,53 +363,149 @@ def su_ppu(su: Any) -> float:
     return float(np.nanmedian(su.geo.pixels_per_unit(depth)))
 
 
+#: identity: how much two passes that agree lower the chance of a wrong identity
+AGREED_FACTOR = 0.1
+#: a point two views agree on (not confirmed by the other pass) can be two spots on one epipolar line: its doubt
+TWO_VIEW_DOUBT = 0.1
+#: a label with no 3D point (one view, or views that do not agree): geometry could not check it
+UNVERIFIED_CONFIDENCE = 0.3
+
+
+
+def identity_probability(margin: np.ndarray) -> np.ndarray:
+    """P(right identity) from an association margin in squared standard scores (a log-likelihood ratio x 2)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(np.isfinite(margin), 1.0 / (1.0 + np.exp(-np.asarray(margin, float) / 2.0)), 0.5)
+
+
+#: a point is a spike when it leaves the midpoint of its neighbours in time by more than SPIKE_FACTOR x the 90th
+#: percentile of that distance over the keypoint's track (and more than a quarter of the animal's size)
+SPIKE_FACTOR = 3.0
+
+
+def _spikes(a: dict[str, np.ndarray], size: float) -> np.ndarray:
+    """(T, I, K) points that jump away from their track and back (a wrong marker for a frame or two).
+
+    With both neighbours in time: the distance from their midpoint; with one:
+    the distance from it; each against ``SPIKE_FACTOR`` x the 90th percentile
+    of that distance over the keypoint's track (and a quarter of the size).
+    """
+    X = np.where((a["n_in"] >= 2)[..., None], a["X"], np.nan)
+    T = X.shape[0]
+    out = np.zeros(X.shape[:-1], bool)
+    if T < 3:
+        return out
+    prev = np.full_like(X, np.nan)
+    nxt = np.full_like(X, np.nan)
+    prev[1:], nxt[:-1] = X[:-1], X[1:]
+    mid = np.linalg.norm(X - 0.5 * (prev + nxt), axis=-1)
+    step = np.fmin(np.linalg.norm(X - prev, axis=-1), np.linalg.norm(X - nxt, axis=-1))
+    one = ~np.isfinite(mid) & np.isfinite(step)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q_mid = np.nanpercentile(mid, 90, axis=0)  # I, K
+        q_step = np.nanpercentile(step, 90, axis=0)
+        floor = 0.25 * size
+        out = (mid > np.maximum(SPIKE_FACTOR * q_mid, floor)[None]) \
+            | (one & (step > np.maximum(SPIKE_FACTOR * q_step, floor)[None]))
+    return out
+
+
 def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reason bits (T, V, I, K), flags and confidences from the stacked frame arrays."""
+    """Reason bits (T, V, I, K), flags and confidences from the merged frame arrays.
+
+    **Confidence** (probability-like, see :mod:`ethoscribe.pose.labels`):
+
+    - identity: ``p = 1 / (1 + exp(-margin / 2))`` with ``margin`` how much
+      cheaper the chosen 3D point was than the keypoint's best alternative
+      (costs are squared standard scores, so ``margin / 2`` is a log-likelihood
+      ratio); where both passes confirm the point, the chance of a wrong
+      identity is multiplied by ``AGREED_FACTOR``; where they disagree it is at
+      most ``0.5 + 0.5 d`` with ``d`` in [0, 1] how decisively the tracks'
+      continuity chose between them; a seed label is 1;
+    - geometry: a label on a candidate: ``exp(-max(0, e^2 - thr^2) / (2 s^2))``
+      with ``e`` its reprojection error, ``thr`` the inlier threshold and ``s``
+      the label noise (1 within the threshold); a label whose 3D point rests on
+      ``n`` views: times ``1 - TWO_VIEW_DOUBT / 2^(n - 2)`` below
+      ``verified_views`` unless the other pass confirms it (two spots on an
+      epipolar line agree by chance); a reprojected label: the same support
+      factor; a predicted point: ``1 - exp(-(5 px)^2 / (2 s^2))``, the chance
+      that it is within 5 px when its error has the scale ``s`` of the
+      keypoint's displacement over the gap (see :func:`fill_gaps`); a label
+      with no 3D point (one view, unverified): ``UNVERIFIED_CONFIDENCE``;
+    - halved in a suspect camera.
+
+    **Flags** (see :mod:`ethoscribe.pose.labels`): ``high_reprojection_error``,
+    ``conflict``, ``large_jump``, ``suspect_camera`` and ``predicted`` always
+    flag; so does a confidence below 0.5 (``low_confidence``: a weakly
+    supported reprojection or 2-view point, an ambiguous association); a
+    ``few_views`` label with a single view (nothing checked it) is flagged;
+    ``reprojected`` and ``passes_disagree`` do not flag by themselves.
+    """
     cfg = su.config
     T, V, I, K = a["cid"].shape
     n_usable = int((~suspect).sum())
     n_v = min(cfg.verified_views, max(2, n_usable))
     thr = a["threshold"].astype(float)[:, None, None, None]
+    sig = thr / max(cfg.inlier_sigmas, 1e-9)
     labelled = np.isfinite(a["xy"][..., 0])
     stage = a["stage"]
     seed = stage == SEED
     reproj = stage == REPROJECTION
-    n_in = a["n_in"].astype(float)[:, None]  # T, 1, I, K
+    n_in3 = a["n_in"].astype(float)  # T, I, K
+    n_in = n_in3[:, None]
     has3d = n_in >= 2
     err = a["err"].astype(float)
     cand_label = labelled & ~seed & ~reproj
     sus = suspect[None, :, None, None]
+    predicted = a.get("predicted", np.zeros((T, I, K), bool))[:, None]
+    confirmed = a.get("confirmed", np.zeros((T, I, K), bool))[:, None]
+    disagree = a.get("disagree", np.zeros((T, I, K), bool))[:, None]
     bits = np.zeros((T, V, I, K), np.int64)
     with np.errstate(invalid="ignore"):
         high = cand_label & (err > thr)
-        confirmed = (err <= thr) & (n_in >= n_v)
+        verified = (err <= thr) & (n_in >= n_v)
     bits |= np.where(seed, REASON_BIT["seed"], 0)
     bits |= np.where(high, REASON_BIT["high_reprojection_error"], 0)
-    bits |= np.where(labelled & ~seed & (n_in < n_v), REASON_BIT["few_views"], 0)
-    bits |= np.where(a["conflict"] & cand_label & ~confirmed, REASON_BIT["conflict"], 0)
-    if "disagree" in a:
-        bits |= np.where(a["disagree"][:, None] & labelled & ~seed, REASON_BIT["conflict"], 0)
+    bits |= np.where(labelled & ~seed & ~predicted & (n_in < n_v), REASON_BIT["few_views"], 0)
+    decisive = a.get("decisive", np.zeros((T, I, K)))[:, None]
+    dropped = a.get("dropped", np.zeros((T, I, K), bool))[:, None]
+    bits |= np.where(a["conflict"] & cand_label & ~verified, REASON_BIT["conflict"], 0)
+    bits |= np.where(dropped & labelled & ~seed, REASON_BIT["conflict"], 0)
+    bits |= np.where(disagree & labelled & ~seed, REASON_BIT["passes_disagree"], 0)
     bits |= np.where(reproj, REASON_BIT["reprojected"], 0)
-    bits |= np.where(a["jump"][:, None] & labelled & ~seed, REASON_BIT["large_jump"], 0)
+    bits |= np.where(predicted & labelled, REASON_BIT["predicted"], 0)
+    spike = _spikes(a, su.template.size)[:, None]
+    bits |= np.where((a["jump"][:, None] | spike) & labelled & ~seed, REASON_BIT["large_jump"], 0)
     bits |= np.where(~labelled, REASON_BIT["missing"], 0)
     bits |= np.where(sus & labelled, REASON_BIT["suspect_camera"], 0)
-    informational = REASON_BIT["seed"] | REASON_BIT["missing"]
-    flag = (bits & ~informational) != 0
-    if "confirmed" in a:
-        # a point that only two views see, but that tracking from both sides put on the same marker, is not
-        # worth a look for that alone (the reason stays, for the record)
-        only_few = (bits & ~informational) == REASON_BIT["few_views"]
-        flag &= ~(only_few & a["confirmed"][:, None])
-    # a missing label is worth a look when the keypoint is lost (no 3D point) outside the seed frames
-    flag |= ~labelled & ~np.broadcast_to(has3d, labelled.shape) & ~seed & ~sus
-    support = np.clip((n_in - 1.0) / max(n_v - 1.0, 1.0), 0.0, 1.0)
+
+    # ---- confidence
+    p_id = identity_probability(a.get("margin", np.full((T, I, K), np.nan)))[:, None]
+    p_id = np.where(confirmed, 1.0 - (1.0 - p_id) * AGREED_FACTOR, p_id)
+    p_id = np.where(disagree, np.minimum(p_id, 0.5 + 0.5 * decisive), p_id)
+    support = np.where(n_in >= n_v, 1.0, 1.0 - TWO_VIEW_DOUBT / 2.0 ** np.maximum(n_in - 2.0, 0.0))
+    support = np.where(confirmed, 1.0, support)
     with np.errstate(invalid="ignore", over="ignore"):
-        c_cand = np.where(has3d & np.isfinite(err), support * np.exp(-(err / thr) ** 2), 0.1)
-        e3 = a["err3"].astype(float)[:, None]
-        c_rep = 0.5 * support * np.exp(-(np.where(np.isfinite(e3), e3, 0.0) / thr) ** 2)
-    conf = np.where(seed & labelled, 1.0, np.where(reproj, c_rep, np.where(cand_label, c_cand, 0.0)))
+        p_err = np.where(np.isfinite(err), np.exp(-np.maximum(err ** 2 - thr ** 2, 0.0) / (2.0 * sig ** 2)), 1.0)
+    c_cand = np.where(has3d, p_id * support * p_err, UNVERIFIED_CONFIDENCE)
+    c_rep = p_id * support
+    c_pred = a.get("predicted_conf", np.zeros((T, V, I, K)))
+    conf = np.where(seed & labelled, 1.0,
+                    np.where(predicted & labelled, c_pred,
+                             np.where(reproj, c_rep, np.where(cand_label, c_cand, 0.0))))
     conf = np.where(sus & ~seed, 0.5 * conf, conf)
     conf = np.clip(np.nan_to_num(conf, nan=0.0), 0.0, 1.0).astype(np.float32)
+    low = labelled & ~seed & (conf < 0.5)
+    bits |= np.where(low, REASON_BIT["low_confidence"], 0)
+
+    # ---- flags: doubtful rows
+    hard = (REASON_BIT["high_reprojection_error"] | REASON_BIT["conflict"] | REASON_BIT["large_jump"]
+            | REASON_BIT["suspect_camera"] | REASON_BIT["predicted"] | REASON_BIT["low_confidence"])
+    flag = (bits & hard) != 0
+    flag |= labelled & ~seed & ((bits & REASON_BIT["few_views"]) != 0) & (n_in < 2)
+    # a missing label is worth a look when the keypoint is lost (no 3D point) outside the seed frames
+    flag |= ~labelled & ~np.broadcast_to(has3d, labelled.shape) & ~seed & ~sus
     return bits, np.broadcast_to(flag, bits.shape).copy(), conf
 
 
@@ -309,23 +563,26 @@ def review_table(su: Any, bits: np.ndarray, flag: np.ndarray, conf: np.ndarray, 
 
     ``score`` = sum over flagged labels of the severity of their reasons
     (:data:`SEVERITY`: 3 for a label that disagrees with the other views or a
-    large jump, 2 for an unconfirmed conflict, 1 for few views, reprojected or
-    lost) + the sum of ``1 - confidence`` over the frame's candidate labels
-    (low confidence and disagreement that stayed below the flags). Frames
-    with a score of 0 are left out.
+    large jump, 2 for an unconfirmed conflict, 1 for few views, reprojected,
+    predicted, low confidence or lost) + the sum of ``1 - confidence`` over
+    the frame's labels (doubt that stayed below the flags). Frames with a
+    score of 0 are left out. ``reasons`` counts, per code, the flagged labels
+    and the labels that carry an informative code (``reprojected``,
+    ``few_views``, ``passes_disagree``) whether flagged or not.
     """
     T, V, I, K = bits.shape
     flat = bits.reshape(T, -1)
     fl = flag.reshape(T, -1)
     score = np.zeros(T)
     counts = {}
-    for r in REASONS:
-        has = ((flat & REASON_BIT[r]) != 0) & fl
-        counts[r] = has.sum(axis=1)
-        score += SEVERITY[r] * counts[r]
     stage = a["stage"].reshape(T, -1)
     labelled = np.isfinite(a["xy"][..., 0]).reshape(T, -1)
-    cand_label = labelled & (stage != SEED) & (stage != REPROJECTION)
+    for r in REASONS:
+        code = (flat & REASON_BIT[r]) != 0
+        score += SEVERITY[r] * (code & fl).sum(axis=1)
+        # the reasons column counts flagged labels, and the labels that carry a code for the record
+        counts[r] = (code & (fl | (labelled & (r in INFORMATIVE)))).sum(axis=1)
+    cand_label = labelled & (stage != SEED)
     c = conf.reshape(T, -1)
     score += np.where(cand_label, 1.0 - c, 0.0).sum(axis=1)
     with np.errstate(invalid="ignore"):
@@ -370,6 +627,7 @@ def assemble_and_write(su: Any, chunks: list[Any], out: Path, run_info: dict[str
     t0 = time.perf_counter()
     a = _stack_chunks(su, chunks)
     suspect = np.asarray(run_info["final_suspect"], bool)
+    a["predicted"] = fill_gaps(su, a, suspect)
     bits, flag, conf = label_quality(su, a, suspect)
     seed_reasoner = "pseudo-seed" if su.seeds.pseudo else "human"
     labels = labels_table(su, a, bits, flag, conf, seed_reasoner)

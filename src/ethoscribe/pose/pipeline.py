@@ -2,9 +2,14 @@
 
 Setup (once): the seed frames are checked (which cameras agree, see
 :mod:`ethoscribe.pose.seedcheck`), triangulated, and turned into a body
-template (:class:`~ethoscribe.pose.model.BodyTemplate`), an appearance model
-and the label noise of the candidates, from which the cross-view inlier
-threshold follows (``inlier_sigmas`` x noise, at least ``min_threshold_px``).
+template (:class:`~ethoscribe.pose.model.BodyTemplate`), an appearance model,
+the label noise of the candidates (from which the cross-view inlier
+threshold follows: ``inlier_sigmas`` x noise, at least ``min_threshold_px``),
+the body's history-free structure (rigid keypoint pairs, left/right and
+front/back order, :class:`~ethoscribe.pose.association.BodyStructure`) and
+how often a 3D point seen by ``n`` views is a real marker
+(:func:`~ethoscribe.pose.association.support_costs`). Nothing is tuned to a
+data set: scales are measured on the seeds and then on the tracked frames.
 
 Tracking: every stretch between two seed frames is tracked from both of its
 ends (forward from the seed before, backward from the seed after); frames
@@ -12,11 +17,13 @@ before the first seed backward from it, frames after the last seed forward
 from it. Per frame:
 
 1. **region localisation** (reasoner): the 3D pose is predicted by a
-   constant-velocity (alpha-beta) filter per keypoint; keypoints lost for
-   more than two frames are placed by the animal's online body template
-   fitted to the tracked ones; the prediction is projected into every view,
-   and each body region gets a box of ``gate`` prediction standard
-   deviations around its keypoints. A seed frame takes the seed labels.
+   constant-velocity (alpha-beta) filter per keypoint, moved with the
+   coherent motion of each keypoint's neighbourhood
+   (:func:`~ethoscribe.pose.association.group_shift`); keypoints lost for
+   more than two frames are placed by the animal's online body template;
+   the prediction is projected into every view, and each body region gets a
+   box of ``gate`` prediction standard deviations around its keypoints. A
+   seed frame takes the seed labels.
 2. **intra-region assignment** (reasoner): candidates in a box to the
    region's keypoints (the geometric reasoner: Hungarian on motion, shape,
    appearance and hint costs, "no candidate" allowed).
@@ -24,15 +31,22 @@ from it. Per frame:
    used twice, across regions and animals.
 4. **cross-view refinement** (geometry, always; :func:`~ethoscribe.pose.stages.refine_frame`):
    candidates are matched across views into 3D points, keypoints (all
-   animals together) are associated to those points (motion, template,
-   agreement with the reasoner, support), which repairs left/right swaps,
-   wrong candidates and identity swaps; views where a point has no
-   candidate get its reprojection.
+   animals together) are associated to those points in 3D (motion, shape
+   context, rigid distances, support, the animal's envelope, agreement with
+   the reasoner), the result is checked against the history-free body
+   structure and repaired, and the 2D labels are the points' candidates,
+   view by view; views where a point has no candidate get its reprojection.
+
+Only confidently associated keypoints teach the tracker (its online
+template, its residual scales, whether seed-rigid pairs stay rigid): a
+wrong identity must not become the model that keeps it.
 
 The two passes are then reconciled keypoint by keypoint
 (:func:`~ethoscribe.pose.outputs.merge_passes`): where they agree the labels
 are confirmed, where they disagree the one that joins the agreed track
-without a jump is kept and the labels are flagged ``conflict``.
+without a jump is kept; keypoints neither pass observed are bridged over
+short gaps (:func:`~ethoscribe.pose.outputs.fill_gaps`); confidence and flags
+follow (:func:`~ethoscribe.pose.outputs.label_quality`).
 
 After each chunk the tracker states and the chunk's labels are saved
 atomically in ``<out>/partial/``; a run that stops (Ctrl-C, a kill, an
@@ -62,12 +76,21 @@ from ethoscribe.io.seeds import Seeds, load_seeds
 from ethoscribe.pose.candidates import CandidateIndex, prepare_candidates
 from ethoscribe.pose.config import PoseConfig
 from ethoscribe.pose.geometry import FrameGeometry
+from ethoscribe.pose.association import (
+    BodyPrior,
+    BodyStructure,
+    group_shift,
+    support_costs,
+    lateral_axis,
+    order_pairs,
+    rigid_pairs,
+    template_neighbours,
+)
 from ethoscribe.pose.model import Appearance, BodyTemplate, TrackerState, kabsch
 from ethoscribe.pose.reasoner import FrameContext, GeometricReasoner, Reasoner
 from ethoscribe.pose.seedcheck import CameraCheck, check_cameras, noise_scale
 from ethoscribe.pose.stages import (
     Prior,
-    ShapeCheck,
     SEED,
     agree,
     assign_candidates,
@@ -77,7 +100,17 @@ from ethoscribe.pose.stages import (
 from ethoscribe.progress import progress_bar
 
 PARTIAL = "partial"
-STATE_VERSION = 1
+#: a residual beyond this many current scales counts as this many in the running residual scales
+RESID_CLIP = 2.5
+#: a seed-rigid pair is used once confirmed in RIGID_MIN_SEEN confident frames, as long as its distance was off
+#: (beyond 3 tolerances) in at most RIGID_MAX_OFF of all the confident frames that measured it: a truly rigid pair is
+#: off only when an identity is wrong (which it then repairs); a pair that merely looked rigid on the seeds varies
+#: with the animal's posture and is dropped for good
+RIGID_MIN_SEEN = 20.0
+#: association margin recorded for seed labels (a person's label: beyond doubt)
+SEED_MARGIN = 99.0
+RIGID_MAX_OFF = 0.05
+STATE_VERSION = 2
 
 
 @dataclass
@@ -151,6 +184,9 @@ class _Setup:
     config: PoseConfig
     fingerprint: str
     candidates_source: str
+    structure: BodyStructure | None = None
+    support_cost: np.ndarray | None = None
+    support_counts: dict[str, Any] | None = None
 
 
 def _as_session(session: Any) -> Any:
@@ -276,7 +312,7 @@ def _setup(session: Any, candidates: Any, seeds: Any, reasoner: Any, config: Pos
         rig.tvec, json.dumps(views), json.dumps(individuals), skeleton.model_dump_json(), config.model_dump_json(),
         str(getattr(reasoner_obj, "name", "?")), str(STATE_VERSION), str(T),
     )
-    return _Setup(
+    out = _Setup(
         session=session, views=views, individuals=individuals, keypoints=keypoints, rig=rig, geo=geo, n_frames=T,
         fps=float(session.config.fps), regions=regions, region_names=region_names, region_of=region_of,
         symmetry=symmetry, cands=cands, seeds=seeds_obj, seed_xyz=seed_xyz, seed_nin=seed_nin, seed_err=seed_err,
@@ -285,6 +321,47 @@ def _setup(session: Any, candidates: Any, seeds: Any, reasoner: Any, config: Pos
         bias0=bias0, duplicates=duplicates, reasoner=reasoner_obj, config=config, fingerprint=fingerprint,
         candidates_source=cand_source,
     )
+    out.structure = _body_structure(out)
+    X = seed_xyz.reshape(-1, 3)
+    X = X[np.isfinite(X).all(-1)]
+    ppu = 1.0
+    if len(X):
+        _, depth = geo.project(X)
+        ppu = float(np.nanmedian(geo.pixels_per_unit(depth)))
+    blk = cands.block(seeds_obj.frames)
+    usable = blk.valid & use[None, :, None]
+    from dataclasses import replace as _replace
+
+    out.support_cost, out.support_counts = support_costs(
+        geo, _replace(blk, valid=usable), np.where((seed_nin >= 2)[..., None], seed_xyz, np.nan), threshold_px,
+        threshold_px / max(ppu, 1e-9), 0.5 * template.size, len(views))
+    return out
+
+
+def _body_structure(su: _Setup) -> BodyStructure:
+    """Rigid keypoint pairs and left/right order from the seeds (:class:`~ethoscribe.pose.association.BodyStructure`)."""
+    X = su.seed_xyz.reshape(-1, 3)
+    X = X[np.isfinite(X).all(-1)]
+    ppu = 1.0
+    if len(X):
+        _, depth = su.geo.project(X)
+        ppu = float(np.nanmedian(su.geo.pixels_per_unit(depth)))
+    # 3D noise of a distance between two triangulated points: the label noise in world units, averaged over the
+    # views of a point (a point seen in n views is about sqrt(n / 2) times steadier than one pair), times sqrt(2)
+    n_views = float(np.median(su.seed_nin[su.seed_nin >= 2])) if (su.seed_nin >= 2).any() else 2.0
+    noise = np.sqrt(2.0) * su.sigma_px / max(ppu, 1e-9) / np.sqrt(max(n_views / 2.0, 1.0))
+    pairs, dist, sd = rigid_pairs(np.where((su.seed_nin >= 2)[..., None], su.seed_xyz, np.nan), noise)
+    lateral, side, centre = lateral_axis(su.template.shape, su.symmetry)
+    seps = [abs(float(np.dot(su.template.shape[i, l] - su.template.shape[i, r], lateral[i])))
+            for i in range(len(su.individuals)) for l, r in su.symmetry if np.isfinite(lateral[i]).all()]
+    seps = [x for x in seps if np.isfinite(x) and x > 0]
+    side_scale = 0.25 * float(min(seps)) if seps else float("nan")
+    order, forward = order_pairs(np.where((su.seed_nin >= 2)[..., None], su.seed_xyz, np.nan), su.template.shape,
+                                 su.template.size)
+    return BodyStructure(rigid=pairs, rigid_dist=dist, rigid_sd=sd, active=np.ones(len(pairs), bool),
+                         pairs=tuple(su.symmetry), lateral=lateral, seed_shape=su.template.shape,
+                         seed_weight=1.0 / su.template.spread ** 2, side_scale=side_scale, order=order,
+                         forward=forward, order_scale=0.1 * su.template.size)
 
 
 def _candidate_noise(geo: FrameGeometry, cands: CandidateIndex, seeds: Seeds, use: np.ndarray, thr: float,
@@ -377,6 +454,7 @@ def _initial_state(su: _Setup, seed_index: int, suspect: np.ndarray) -> TrackerS
         sigma_slow=sigma.copy(), body=su.template.shape.copy(),
         bias=su.bias0.copy(), suspect=su.check.suspect.copy() | suspect, cam_labels=np.zeros(len(su.views), np.int64),
         cam_outliers=np.zeros(len(su.views), np.int64), chain_seed=ok.copy(), chain_len=np.zeros((I, K), np.int64),
+        rel_sigma=sigma.copy(), rigid_seen=np.zeros(len(su.structure.rigid)), rigid_off=np.zeros(len(su.structure.rigid)),
         last_frame=int(su.seeds.frames[seed_index]),
     )
 
@@ -435,6 +513,7 @@ class _ChunkArrays:
     threshold: np.ndarray
     chain_seed: np.ndarray
     chain_len: np.ndarray
+    margin: np.ndarray
     trace: list[str]
     stats: dict[str, float]
 
@@ -446,7 +525,8 @@ class _ChunkArrays:
             stage=np.full((F, V, I, K), 2, np.int8), conflict=np.zeros((F, V, I, K), bool),
             err=np.full((F, V, I, K), np.nan, np.float32), X=np.full((F, I, K, 3), np.nan), n_in=np.zeros((F, I, K), np.int8),
             err3=np.full((F, I, K), np.nan, np.float32), jump=np.zeros((F, I, K), bool), threshold=np.zeros(F, np.float32),
-            chain_seed=np.zeros((F, I, K), bool), chain_len=np.zeros((F, I, K), np.int64), trace=[], stats={},
+            chain_seed=np.zeros((F, I, K), bool), chain_len=np.zeros((F, I, K), np.int64),
+            margin=np.full((F, I, K), np.nan, np.float32), trace=[], stats={},
         )
 
     def save(self, path: Path) -> None:
@@ -454,7 +534,8 @@ class _ChunkArrays:
             with open(tmp, "wb") as fh:
                 np.savez(fh, frames=self.frames, xy=self.xy, cid=self.cid, stage=self.stage, conflict=self.conflict,
                          err=self.err, X=self.X, n_in=self.n_in, err3=self.err3, jump=self.jump, threshold=self.threshold,
-                         chain_seed=self.chain_seed, chain_len=self.chain_len, stats=json.dumps(self.stats))
+                         chain_seed=self.chain_seed, chain_len=self.chain_len, margin=self.margin,
+                         stats=json.dumps(self.stats))
         write_text(path.with_suffix(".trace.jsonl"), "".join(line + "\n" for line in self.trace))
 
     @classmethod
@@ -486,7 +567,14 @@ class _Tracker:
         self.size = su.template.size
         self.timing = {"region": 0.0, "assignment": 0.0, "agreement": 0.0, "refinement": 0.0, "prepare": 0.0}
         self.reasoner_name = str(getattr(su.reasoner, "name", "reasoner"))
-        self.shape = ShapeCheck(su.template.shape, su.template.spread, su.seed_xyz)
+        self.neighbours = template_neighbours(su.template.shape, 3)
+        # how far each keypoint can be from its animal's centre: the seed template's distance (median keypoint),
+        # three seed spreads and a quarter of the size (postures the seeds did not show)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tc = np.nanmedian(su.template.shape, axis=1, keepdims=True)
+            far = np.nanmax(np.linalg.norm(su.template.shape - tc, axis=-1), axis=0)  # K
+        self.extent = np.where(np.isfinite(far), far, np.inf) + 3.0 * su.template.spread + 0.25 * su.template.size
 
     # ---------------------------------------------------------------- chunk
     def run_chunk(self, frames: np.ndarray, st: TrackerState, direction: str = "forward") -> _ChunkArrays:
@@ -559,6 +647,7 @@ class _Tracker:
         out.stage[f] = SEED
         out.err[f] = su.seed_err[s]
         out.X[f] = su.seed_xyz[s]
+        out.margin[f] = np.where(np.isfinite(su.seed_xyz[s]).all(-1), SEED_MARGIN, np.nan)
         out.n_in[f] = su.seed_nin[s]
         out.err3[f] = su.seed_err3[s]
         # the candidate under each seed label, if any (within the inlier threshold)
@@ -584,7 +673,6 @@ class _Tracker:
 
     # ---------------------------------------------------------------- tracked frame
     def _predict(self, st: TrackerState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        cfg = self.cfg
         Xp = st.position + st.velocity
         tracked = (st.age == 0).astype(float)
         known = np.where((st.age == 0)[..., None], Xp, np.nan)
@@ -592,19 +680,33 @@ class _Tracker:
         # both fitted to the tracked keypoints in one call
         I = known.shape[0]
         src = np.concatenate([self.su.template.shape, st.body])
-        r, t = kabsch(src, np.concatenate([known, known]), np.concatenate([tracked, tracked]))
+        w = tracked / self.spread[None, :] ** 2  # the steadier keypoints fix the body's frame
+        r, t = kabsch(src, np.concatenate([known, known]), np.concatenate([w, w]))
         placed = np.einsum("aij,akj->aki", r, src) + t[:, None]
         Xt, Xo = placed[:I], placed[I:]
-        lost = (st.age > 2) & np.isfinite(Xo).all(-1) & _well_spread(known)[:, None]
+        spread_ok = _well_spread(known)
+        lost = (st.age > 2) & np.isfinite(Xo).all(-1) & spread_ok[:, None]
         Xp = np.where(lost[..., None], Xo, Xp)
         base = np.maximum(st.sigma, st.sigma_slow)[None, :]
         sig = np.minimum(base * np.sqrt(1.0 + st.age), 2.0 * self.size)
+        rot = np.where(spread_ok[:, None, None], r[I:], np.nan)
+        self._frame = (rot, t[I:])
         return Xp, Xt, sig
 
     def _track_frame(self, f: int, t: int, blk: Any, st: TrackerState, out: _ChunkArrays) -> Any:
         su, cfg, V, I, K = self.su, self.cfg, self.V, self.I, self.K
         tm = time.perf_counter()
         Xp, Xt, sig = self._predict(st)
+        key = (t, st.suspect.tobytes())
+        pts = self.cache.get(key)
+        if pts is None:
+            pts = su.geo.match_points(blk.norm[f], blk.xy[f], blk.valid[f] & ~st.suspect[:, None], self.threshold)
+            self.cache[key] = pts
+        if pts.points3d.shape[0]:
+            # coherent motion of each keypoint's neighbourhood (an abrupt start or stop moves a body part at once)
+            noise3 = self.sigma_px / self._ppu_typ()
+            Xp, _shifted = group_shift(Xp, np.sqrt(sig ** 2 + noise3 ** 2), pts.points3d, self.neighbours,
+                                       0.5 * self.size, known=st.age == 0)
         both, depth = su.geo.project(np.stack([Xp, Xt]))  # V, 2, I, K, 2
         ppu = su.geo.pixels_per_unit(depth[:, 0])  # V, I, K
         pred_px = both[:, 0]
@@ -639,20 +741,40 @@ class _Tracker:
         noise3 = self.sigma_px / self._ppu_typ()
         s3 = np.sqrt(sig ** 2 + noise3 ** 2)
         ts3 = np.sqrt(sig ** 2 + self.spread[None, :] ** 2 + noise3 ** 2)
-        prior = Prior(Xp.reshape(-1, 3), s3.reshape(-1), Xt.reshape(-1, 3), ts3.reshape(-1), (st.age > 0).reshape(-1))
-        key = (t, st.suspect.tobytes())
-        pts = self.cache.get(key)
-        if pts is None:
-            pts = su.geo.match_points(blk.norm[f], blk.xy[f], blk.valid[f] & ~st.suspect[:, None], self.threshold)
-            self.cache[key] = pts
+        # a lost keypoint may have moved with the posture while unseen: the body model may vouch for a hypothesis
+        # up to a quarter of the animal's size farther per frame lost (at most its size)
+        reach = np.maximum(2.0 * cfg.gate * s3, np.minimum(0.25 * st.age, 1.0) * self.size)
+        # the animal's envelope: its tracked keypoints' centre, and how far each keypoint can be from it
+        tracked = (st.age == 0) & np.isfinite(Xp).all(-1)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            centre = np.nanmedian(np.where(tracked[..., None], Xp, np.nan), axis=1)  # I, 3
+        extent = self.extent[None, :] + np.sqrt(np.nanmedian(s3, axis=1, keepdims=True) ** 2)  # I, K
+        prior = Prior(Xp.reshape(-1, 3), s3.reshape(-1), Xt.reshape(-1, 3), ts3.reshape(-1), (st.age > 0).reshape(-1),
+                      reach.reshape(-1), np.repeat(centre, K, axis=0),
+                      np.where(tracked.sum(axis=1, keepdims=True) >= 3, extent, np.inf).reshape(-1),
+                      su.support_cost)
+        rot, trans = self._frame
+        body = None
+        if np.isfinite(rot).all(axis=(1, 2)).any():
+            body = BodyPrior(rotation=rot, translation=trans, body=st.body, neighbours=self.neighbours,
+                             rel_sigma=np.sqrt(st.rel_sigma ** 2 + noise3 ** 2),
+                             available=st.age == 0)
+        structure = self._structure(st)
         res = refine_frame(ctx, agr, blk.norm[f], su.geo, self.threshold, ~st.suspect, prior=prior, boxes=boxes,
-                           shape=self.shape, points=pts)
+                           points=pts, body=body, structure=structure,
+                           same_radius=self.threshold / max(self._ppu_typ(), 1e-9))
         t5 = time.perf_counter()
         self.timing["region"] += t2 - t1
         self.timing["assignment"] += t3 - t2
         self.timing["agreement"] += t4 - t3
         self.timing["refinement"] += t5 - t4
 
+        for a, k1, k2 in res.relabel:  # the body structure exchanged two tracks' names: so does the tracker state
+            for arr in (st.position, st.velocity, st.body, Xp, sig if sig.ndim == 2 else None):
+                if arr is not None:
+                    arr[a, [k1, k2]] = arr[a, [k2, k1]]
+            st.age[a, [k1, k2]] = st.age[a, [k2, k1]]
         X = res.tri.points3d.reshape(I, K, 3)
         n_in = res.tri.n_inliers.reshape(I, K)
         good = np.isfinite(X).all(-1) & (n_in >= 2)
@@ -669,10 +791,12 @@ class _Tracker:
         out.conflict[f] = res.conflict
         out.err[f] = res.errors
         out.X[f] = X
+        if res.margin is not None:
+            out.margin[f] = res.margin.reshape(I, K)
         out.n_in[f] = n_in
         out.err3[f] = res.tri.mean_inlier_error.reshape(I, K)
         out.jump[f] = jump
-        self._update(st, X, good, t, Xp, np.where(good, r, np.nan), sig)
+        self._update(st, X, good, t, Xp, np.where(good, r, np.nan), sig, res.confident.reshape(I, K), res.proposed)
 
         if self.cfg.trace:
             a_cid = np.where(agr.cand >= 0, blk.cid[f][np.arange(V)[:, None, None], np.maximum(agr.cand, 0)], -1)
@@ -713,14 +837,31 @@ class _Tracker:
         return res, Xp, sig
 
     def _update(self, st: TrackerState, X: np.ndarray, good: np.ndarray, t: int, Xp: np.ndarray, resid: np.ndarray,
-                sig: np.ndarray | None = None) -> None:
+                sig: np.ndarray | None = None, conf: np.ndarray | None = None,
+                proposed: np.ndarray | None = None) -> None:
+        """Carry the tracker to frame ``t``: position, velocity, online template and residual scales.
+
+        ``good`` (I, K) keypoints with a 3D point; ``conf`` (I, K) those whose
+        association was unambiguous (default: all good). Only confident
+        keypoints teach the tracker (the online template, the residual
+        scales): a wrong identity must not become the model that keeps it.
+        ``sig`` is None on a seed frame.
+        """
         cfg = self.cfg
+        conf = good if conf is None else (conf & good)
         prev = st.position
         steps = (st.age + 1).astype(float)[..., None]
         meas_vel = (X - prev) / steps
+        base = np.maximum(st.sigma, st.sigma_slow)[None, :]
+        tracked_before = st.age == 0
         if st.last_frame >= 0 and abs(t - st.last_frame) == 1:
-            vel = np.where(good[..., None], st.velocity + cfg.velocity_beta * (meas_vel - st.velocity),
-                           st.velocity * cfg.velocity_damping)
+            upd_v = good
+            if sig is None:
+                # a seed frame: a keypoint the track had lost or put elsewhere tells nothing about its velocity
+                with np.errstate(invalid="ignore"):
+                    upd_v = good & tracked_before & (np.linalg.norm(X - Xp, axis=-1) <= cfg.gate * base)
+            vel = np.where(upd_v[..., None], st.velocity + cfg.velocity_beta * (meas_vel - st.velocity),
+                           np.where(good[..., None] & ~upd_v[..., None], 0.0, st.velocity * cfg.velocity_damping))
         else:
             vel = np.zeros_like(st.velocity)
         vel = np.where(np.isfinite(vel), vel, 0.0)
@@ -734,24 +875,70 @@ class _Tracker:
             st.chain_seed = st.chain_seed & good & ~found_again
             st.chain_len = np.where(good & ~found_again, st.chain_len + 1, 0)
         st.age = np.where(good, 0, st.age + 1).astype(np.int64)
-        # the online template: measured keypoints take their current place in the body frame
-        r, tr = kabsch(st.body, np.where(good[..., None], X, np.nan), good.astype(float))
+        # the online template: confidently measured keypoints take their current place in the body frame
+        w = conf / self.spread[None, :] ** 2
+        r, tr = kabsch(st.body, np.where(conf[..., None], X, np.nan), w)
         ok = np.isfinite(r).all(axis=(1, 2))
+        rel_resid = None
+        if ok.any() and sig is not None and self.neighbours.shape[1]:
+            # offsets to the template neighbours: the online template's (rotated into this frame) against the measured
+            nb = self.neighbours
+            off_b = st.body[:, :, None, :] - st.body[:, nb, :]
+            pred_off = np.einsum("aij,akmj->akmi", r, off_b)
+            meas_off = X[:, :, None, :] - X[:, nb, :]
+            both = conf[:, :, None] & conf[:, nb] & ok[:, None, None]
+            e2 = np.sum((meas_off - pred_off) ** 2, axis=-1)
+            with np.errstate(invalid="ignore"):
+                n_b = both.sum(axis=2)
+                rel_resid = np.where(n_b > 0, np.where(both, e2, 0.0).sum(axis=2) / np.maximum(n_b, 1), np.nan)  # I, K
         if ok.any():
             local = np.einsum("aji,akj->aki", r, X - tr[:, None])  # R^T (X - t)
-            st.body = np.where((good & ok[:, None])[..., None] & np.isfinite(local), local, st.body)
-        if sig is not None:
+            st.body = np.where((conf & ok[:, None])[..., None] & np.isfinite(local), local, st.body)
+        bs = self.su.structure
+        if sig is not None and bs is not None and len(bs.rigid) and proposed is not None:
+            # whether the seed-rigid pairs stay rigid is judged on what the association proposed before the
+            # structure repair (which would otherwise hide the very frames that disprove a pair)
+            a_, b_ = bs.rigid[:, 0], bs.rigid[:, 1]
+            pok = np.isfinite(proposed).all(-1)
+            both = pok[:, a_] & pok[:, b_]  # I, R
+            d = np.linalg.norm(proposed[:, a_] - proposed[:, b_], axis=-1)
             with np.errstate(invalid="ignore"):
-                r2 = np.minimum(resid ** 2, (cfg.gate * sig) ** 2)
-                cnt = good.sum(axis=0)
-                per_k = np.where(cnt > 0, np.where(good, r2, 0.0).sum(axis=0) / np.maximum(cnt, 1), np.nan)
-            upd = np.isfinite(per_k)
+                off = both & (np.abs(d - bs.rigid_dist) > 3.0 * bs.rigid_sd)
+            st.rigid_seen = st.rigid_seen + both.sum(axis=0)
+            st.rigid_off = st.rigid_off + off.sum(axis=0)
+        if sig is not None:
+            # residual scales (3D RMS): robust running estimates, from keypoints tracked in the previous frame and
+            # confidently associated now; each squared residual is clipped at RESID_CLIP current scales, so a few
+            # wrong associations cannot inflate the scale (which would open the gates to more of them)
+            use = conf & tracked_before
+            ceiling = cfg.max_sigma_fraction * self.size
             floor = self.sigma_px / max(float(np.nanmedian(self._ppu_typ())), 1e-9)
+            with np.errstate(invalid="ignore"):
+                r2 = np.minimum(resid ** 2, (RESID_CLIP * base) ** 2)
+                cnt = use.sum(axis=0)
+                per_k = np.where(cnt > 0, np.where(use, r2, 0.0).sum(axis=0) / np.maximum(cnt, 1), np.nan)
+            upd = np.isfinite(per_k)
             for name, rate in (("sigma", cfg.sigma_rate), ("sigma_slow", cfg.sigma_rate / 10)):
                 old = getattr(st, name)
                 new = np.sqrt((1 - rate) * old ** 2 + rate * np.where(upd, per_k, 0.0))
-                setattr(st, name, np.clip(np.where(upd, new, old), floor, 2.0 * self.size))
+                setattr(st, name, np.clip(np.where(upd, new, old), floor, ceiling))
+            if rel_resid is not None:
+                with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    rk = np.nanmean(np.minimum(rel_resid, (RESID_CLIP * st.rel_sigma[None]) ** 2), axis=0)
+                upd = np.isfinite(rk)
+                new = np.sqrt((1 - cfg.sigma_rate) * st.rel_sigma ** 2 + cfg.sigma_rate * np.where(upd, rk, 0.0))
+                st.rel_sigma = np.clip(np.where(upd, new, st.rel_sigma), floor, ceiling)
         st.last_frame = int(t)
+
+    def _structure(self, st: TrackerState) -> BodyStructure | None:
+        """The body structure with the rigid pairs the recently tracked frames confirm."""
+        from dataclasses import replace
+
+        bs = self.su.structure
+        if bs is None:
+            return None
+        return replace(bs, active=(st.rigid_seen >= RIGID_MIN_SEEN) & (st.rigid_off <= RIGID_MAX_OFF * st.rigid_seen))
 
     _ppu_cache: float | None = None
 
@@ -875,6 +1062,8 @@ def run_pose(
                     base = st_fw if st_fw is not None else _initial_state(su, 0, suspect_now)
                     st_bw = _initial_state(su, ch.restart if ch.restart is not None else 0, base.suspect)
                     st_bw.sigma, st_bw.sigma_slow = base.sigma.copy(), base.sigma_slow.copy()
+                    st_bw.rel_sigma = base.rel_sigma.copy()
+                    st_bw.rigid_seen, st_bw.rigid_off = base.rigid_seen.copy(), base.rigid_off.copy()
                 st = st_bw
             tl = time.perf_counter()
             cl = time.process_time()

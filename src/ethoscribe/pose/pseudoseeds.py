@@ -69,7 +69,6 @@ def pseudo_seeds(cands: Any, rig: Any, skeleton: Any, individuals: list[str], n:
         raise InputError(f"{cands.source}: pseudo-seeds for {I} animals need the hint_individual column")
     T = int(n_frames if n_frames is not None else cands.frame.max() + 1)
     lab = hinted_labels(cands, T, I, K)  # T, V, I, K, 2
-    V = lab.shape[1]
     pts = np.moveaxis(lab, 1, 0)  # V, T, I, K, 2
     X = triangulate_dlt(rig, pts)
     err = reprojection_error(rig, X, pts)  # V, T, I, K

@@ -7,16 +7,16 @@ answer on receipt (:func:`locate_regions`, :func:`assign_candidates`,
 candidates across views into 3D points and associates every keypoint of
 every animal with one of them (or none), using the motion prediction, the
 body template, the reasoner's answer and, for pose-model predictions, the
-model's keypoint names as evidence. Whatever the reasoner answered that the
-cross-view geometry does not support is replaced (left/right swaps, another
-keypoint's or another animal's marker, a reflection), and each replacement
-is recorded for the trace; :class:`ShapeCheck` puts back keypoints that a
-fast rotation left on each other's markers.
+model's keypoint names as evidence (:mod:`ethoscribe.pose.association`),
+then checks the result against the body's history-free structure and repairs
+it. Whatever the reasoner answered that the cross-view geometry does not
+support is replaced (left/right swaps, another keypoint's or another
+animal's marker, a reflection), and each replacement is recorded for the
+trace.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ethoscribe.errors import EthoscribeError
+from ethoscribe.pose import association
+from ethoscribe.pose.association import (
+    BodyPrior,
+    BodyStructure,
+    association_cost,
+    association_margin,
+    confident_points,
+    repair,
+    semantic_cost,
+    structure_violations,
+)
 from ethoscribe.pose.geometry import FrameGeometry, MarkerPoints, Triangulation
 from ethoscribe.pose.reasoner import Assignment, FrameContext, Reasoner, RegionBoxes, duplicated_views
 
@@ -124,6 +135,10 @@ class FrameResult:
     tri: Triangulation
     reprojected: NDArray[np.bool_]
     events: dict[str, Any] = field(default_factory=dict)
+    margin: FloatArray | None = None
+    confident: NDArray[np.bool_] | None = None
+    relabel: list[tuple[int, int, int]] = field(default_factory=list)
+    proposed: FloatArray | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,18 @@ class Prior:
     standard deviation (world units, label noise included); ``template``
     (P, 3) and ``template_sigma`` (P,) the body template placed on the
     prediction; NaN: no expectation. ``weak`` (P,): keypoints not tracked in
-    the previous frame (their prediction is a guess).
+    the previous frame (their prediction is a guess). ``reach`` (P,): how
+    far (world units) from the prediction a hypothesis that the body model
+    vouches for may still be taken (a lost keypoint may have moved with a
+    posture change while it was unseen); default ``2 gate sigma``.
+    ``centre`` (P, 3) and ``extent`` (P,): the keypoint's animal's body
+    centre (its tracked keypoints) and how far from it the keypoint can be
+    (its seed-template distance plus three seed spreads and a quarter of
+    the animal's size); a hypothesis farther out belongs to something else
+    (another animal), whatever the motion or shape say. ``support_cost``
+    (V + 1,): the cost of a hypothesis seen by ``n`` views being a real
+    marker (measured on the seed frames, see
+    :func:`~ethoscribe.pose.association.support_costs`).
     """
 
     position: FloatArray
@@ -142,125 +168,10 @@ class Prior:
     template: FloatArray
     template_sigma: FloatArray
     weak: NDArray[np.bool_]
-
-
-#: weights of stage 4's association cost (squared standard scores, like the reasoner's)
-AGREE_BONUS = 1.0     # per view where the reasoner chose the point's candidate
-SUPPORT_BONUS = 0.5   # per supporting view beyond two
-TEMPLATE_WEIGHT = 0.5
-HINT_WEIGHT = 2.0     # per supporting view whose candidate a pose model named this (-) or another (+) keypoint
-
-
-class ShapeCheck:
-    """Local body-shape check: are a keypoint and its template neighbours where the template says?
-
-    For each keypoint ``k`` the *group* is ``k`` and its two nearest
-    keypoints in the seed template, the *anchors* the two nearest of the
-    steadier half of the keypoints (least seed spread). Each permutation of
-    the group's 3D points (anchors fixed) is fitted rigidly (Kabsch, no
-    reflection) to the template; a permutation replaces the current one when
-    the current fit's RMS residual exceeds three times the residual the same
-    fit has on the seed frames and the permutation at least halves it. A fast rotation of
-    the head can leave three keypoints each on its neighbour's marker with
-    every view agreeing; the rigid neighbourhood cannot be rotated that way.
-    """
-
-    def __init__(self, template: FloatArray, spread: FloatArray, seeds: FloatArray | None = None) -> None:
-        import itertools
-
-        self.template = template  # I, K, 3
-        I, K, _ = template.shape
-        self.K = K
-        from ethoscribe.pose.model import _nanmean0
-
-        mean = _nanmean0(template)
-        d = np.linalg.norm(mean[:, None] - mean[None], axis=-1)
-        np.fill_diagonal(d, np.inf)
-        d = np.where(np.isfinite(d), d, np.inf)
-        self.ok = K >= 5 and np.isfinite(mean).all()
-        if not self.ok:
-            return
-        near = np.argsort(d, axis=1, kind="stable")
-        self.groups = np.concatenate([np.arange(K)[:, None], near[:, :2]], axis=1)  # K, 3
-        # anchors: the two nearest of the steadier half of the keypoints (least seed spread), outside the group
-        steady = spread <= np.median(spread)
-        anchors = []
-        for k in range(K):
-            opts = [int(j) for j in near[k] if steady[j] and j not in self.groups[k] and np.isfinite(d[k, j])]
-            opts += [int(j) for j in near[k] if j not in opts and j not in self.groups[k] and np.isfinite(d[k, j])]
-            anchors.append(opts[:2])
-        self.anchors = np.asarray(anchors, dtype=np.int64)  # K, 2
-        self.perms = np.array(list(itertools.permutations(range(3))), dtype=np.int64)  # 6, 3 (first: identity)
-        self.scale = np.full(K, np.nan)
-        if seeds is not None:
-            self.scale = self._seed_scale(seeds)
-        floor = 0.02 * float(np.nanmedian(np.linalg.norm(mean - mean.mean(axis=0), axis=-1)))
-        self.scale = np.where(np.isfinite(self.scale), np.maximum(self.scale, floor), np.sqrt(np.mean(spread[self.groups] ** 2, axis=1)))
-
-    def _seed_scale(self, seeds: FloatArray) -> FloatArray:
-        """Median RMS residual of each neighbourhood's rigid fit over the seed poses (S, I, K, 3)."""
-        from ethoscribe.pose.model import kabsch
-
-        full = np.concatenate([self.groups, self.anchors], axis=1)  # K, 5
-        res = []
-        for a in range(seeds.shape[1]):
-            src = np.broadcast_to(self.template[a][full][None], (seeds.shape[0],) + full.shape + (3,)).reshape(-1, 5, 3)
-            dst = seeds[:, a][:, full].reshape(-1, 5, 3)
-            r, t = kabsch(src, dst, np.ones(src.shape[:2]))
-            fit = np.einsum("bij,bkj->bki", r, src) + t[:, None]
-            res.append(np.sqrt(np.mean(np.sum((fit - dst) ** 2, -1), axis=1)).reshape(seeds.shape[0], -1))
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter('ignore', RuntimeWarning)
-            return np.nanmedian(np.concatenate(res, axis=0), axis=0)
-
-    def check(self, points: FloatArray, weak: NDArray[np.bool_] | None = None) -> list[tuple[int, int, int]] | None:
-        """Keypoint moves (animal, from, to) that restore local shapes, or None.
-
-        ``points`` (I, K, 3); ``weak`` (I, K): keypoints whose motion
-        prediction is not to be trusted (recently lost, or far from their
-        prediction); only groups holding one are checked, so a shape that the
-        template does not know (a pose absent from the seeds) cannot override
-        confident tracking.
-        """
-        if not self.ok:
-            return None
-        from ethoscribe.pose.model import kabsch
-
-        I, K = points.shape[:2]
-        G, A, Pm = self.groups, self.anchors, self.perms
-        out: list[tuple[int, int, int]] = []
-        for a in range(I):
-            full = np.concatenate([G, A], axis=1)  # K, 5
-            have = np.isfinite(points[a][full]).all(-1).all(-1)  # K
-            if weak is not None:
-                have &= weak[a][G].any(axis=1)
-            if not have.any():
-                continue
-            ks = np.flatnonzero(have)
-            src_idx = np.concatenate([G[ks][:, None, :].repeat(len(Pm), 1), A[ks][:, None, :].repeat(len(Pm), 1)], axis=2)
-            dst_g = G[ks][:, Pm]  # k, 6, 3 (permuted group)
-            dst_idx = np.concatenate([dst_g, A[ks][:, None, :].repeat(len(Pm), 1)], axis=2)  # k, 6, 5
-            src = self.template[a][src_idx].reshape(-1, 5, 3)
-            dst = points[a][dst_idx].reshape(-1, 5, 3)
-            r, t = kabsch(src, dst, np.ones(src.shape[:2]))
-            fit = np.einsum("bij,bkj->bki", r, src) + t[:, None]
-            rms = np.sqrt(np.mean(np.sum((fit - dst) ** 2, axis=-1), axis=1)).reshape(len(ks), len(Pm))
-            best = np.argmin(rms, axis=1)
-            rb = rms[np.arange(len(ks)), best]
-            gain = (best > 0) & (rms[:, 0] > 3 * self.scale[ks]) & (rb < 0.5 * rms[:, 0])
-            moved: set[int] = set()
-            for i in np.argsort(-(rms[:, 0] - rms[np.arange(len(ks)), best])):
-                if not gain[i]:
-                    continue
-                g = G[ks[i]]
-                if moved & set(g.tolist()):
-                    continue
-                pm = Pm[best[i]]
-                for j in range(3):
-                    if pm[j] != j:
-                        out.append((a, int(g[pm[j]]), int(g[j])))
-                moved |= set(g.tolist())
-        return out or None
+    reach: FloatArray | None = None
+    centre: FloatArray | None = None
+    extent: FloatArray | None = None
+    support_cost: FloatArray | None = None
 
 
 def _associate(cost: FloatArray, support: NDArray[np.int64], none_cost: float, rounds: int = 12) -> NDArray[np.int64]:
@@ -313,6 +224,99 @@ def _gather(arr: FloatArray, cand: NDArray[np.int64]) -> FloatArray:
     return np.where((cand >= 0)[..., None], out, np.nan)
 
 
+def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray, norm: FloatArray,
+                   valid: NDArray[np.bool_], use_views: NDArray[np.bool_], geo: FrameGeometry,
+                   threshold: float) -> tuple[NDArray[np.int64], FloatArray, NDArray[np.bool_]]:
+    """2D labels of the associated keypoints, view by view: each takes the candidate nearest its 3D point's
+    reprojection (within ``threshold``), no candidate for two keypoints (Hungarian), and its 3D point is
+    triangulated again from its labels.
+
+    A 3D hypothesis was built from the candidates that fitted it within the
+    threshold; where two markers' spots are close in a view it can hold the
+    neighbour's spot, which the joint per-view assignment gives back. A spot
+    within the threshold of two points' reprojections is left to neither
+    (they overlap in that view; both are labelled by their reprojection).
+    Returns ``cand`` (V, P), the new points (P, 3) (NaN where fewer than two
+    views keep a label: the hypothesis' point stands) and the views (V, P)
+    whose spot is such a shared one (it counts for the point; the caller
+    labels the view by the reprojection).
+    """
+    from ethoscribe.pose.reasoner import _hungarian_with_none
+
+    V = xy.shape[0]
+    P = matched.shape[0]
+    rows = np.flatnonzero(matched >= 0)
+    Xm = pts.points3d[matched[rows]]
+    proj, _ = geo.project(Xm)  # V, G, 2
+    cand = np.full((V, P), -1, np.int64)
+    evidence = np.zeros((V, P), bool)  # views where the point's spot is shared with another point
+    t2 = threshold ** 2
+    d2 = ((proj[:, :, None, :] - xy[:, None, :, :]) ** 2).sum(-1)  # V, G, M
+    with np.errstate(invalid="ignore"):
+        near = (d2 <= t2) & valid[:, None, :] & np.asarray(use_views, bool)[:, None, None]
+        # a spot that two points project onto where they overlap in this view (one marker maybe hidden behind
+        # the other) is evidence for neither: both get their reprojection
+        pp = ((proj[:, :, None, :] - proj[:, None, :, :]) ** 2).sum(-1)  # V, G, G
+    idx_g = np.arange(len(rows))
+    pp[:, idx_g, idx_g] = np.inf
+    with np.errstate(invalid="ignore"):
+        overlap = (pp <= t2).any(axis=2)  # V, G
+    shared = (near & overlap[:, :, None]).sum(axis=1) >= 2  # V, M
+    n_row = near.sum(axis=2)
+    n_col = near.sum(axis=1)
+    for v in range(V):
+        if not near[v].any():
+            continue
+        if (n_row[v] <= 1).all() and (n_col[v] <= 1).all():  # nothing contested: the one spot within reach
+            g, m = np.nonzero(near[v])
+        else:
+            sub_r = np.flatnonzero(n_row[v] > 0)
+            sub_c = np.flatnonzero(n_col[v] > 0)
+            c = np.where(near[v][np.ix_(sub_r, sub_c)], d2[v][np.ix_(sub_r, sub_c)], np.inf)
+            choice, _ = _hungarian_with_none(c, t2)
+            ok = choice >= 0
+            g, m = sub_r[ok], sub_c[choice[ok]]
+        cand[v, rows[g]] = m
+        evidence[v, rows[g]] = shared[v, m]
+    # triangulate again from the labels, where they differ from the hypothesis' own support
+    X = np.full((P, 3), np.nan)
+    changed = (cand[:, rows] != pts.support[:, matched[rows]]).any(axis=0)
+    X[rows[~changed]] = Xm[~changed]
+    if changed.any():
+        cr = rows[changed]
+        sub = cand[:, cr]
+        w = (sub >= 0).astype(float)
+        idx = np.maximum(sub, 0)
+        vv = np.arange(V)[:, None]
+        nsel = np.where((sub >= 0)[..., None], norm[vv, idx], np.nan)
+        Xn = geo.dlt(geo._gram(nsel, sub >= 0), w)
+        X[cr] = Xn
+        # keep a label only if it agrees with the new point too
+        pr, _ = geo.project(Xn)
+        lab = np.where((sub >= 0)[..., None], xy[vv, idx], np.nan)
+        e = np.linalg.norm(pr - lab, axis=-1)
+        with np.errstate(invalid="ignore"):
+            bad = (sub >= 0) & ~(e <= threshold)
+        sub = sub.copy()
+        sub[bad] = -1
+        cand[:, cr] = sub
+    few = (cand[:, rows] >= 0).sum(axis=0) < 2
+    X[rows[few]] = np.nan
+    evidence &= cand >= 0
+    return cand, X, evidence
+
+
+def _same_marker_radius(geo: FrameGeometry, pts: MarkerPoints, threshold: float) -> float:
+    """World distance below which two hypotheses are one marker: the inlier threshold at the points' depth."""
+    if pts.points3d.shape[0] == 0:
+        return 0.0
+    _, depth = geo.project(pts.points3d)
+    ppu = geo.pixels_per_unit(depth)
+    with np.errstate(invalid="ignore"):
+        med = float(np.nanmedian(ppu)) if np.isfinite(ppu).any() else np.nan
+    return float(threshold / med) if np.isfinite(med) and med > 0 else 0.0
+
+
 def refine_frame(
     ctx: FrameContext,
     assignment: Assignment,
@@ -322,33 +326,36 @@ def refine_frame(
     use_views: NDArray[np.bool_],
     prior: Prior | None = None,
     boxes: RegionBoxes | None = None,
-    shape: ShapeCheck | None = None,
     points: MarkerPoints | None = None,
+    body: BodyPrior | None = None,
+    structure: BodyStructure | None = None,
+    same_radius: float | None = None,
 ) -> FrameResult:
     """Stage 4: verify the reasoner's assignment across views and repair it.
 
-    1. **3D points**: candidates of the usable views (inside some region box)
-       are matched across views (:meth:`FrameGeometry.match_points`): every
-       epipolar-consistent pair is triangulated and counts the views that
-       have a candidate at its reprojection; best-supported points first, no
-       candidate in two points.
+    1. **3D points**: candidates of the usable views are matched across views
+       (:meth:`FrameGeometry.match_points`): every epipolar-consistent pair is
+       triangulated and counts the views that have a candidate at its
+       reprojection; best-supported points first.
     2. **association**: keypoints (all animals together) are matched to those
-       points by the Hungarian algorithm on a cost of squared standard scores:
-       distance to the motion prediction, ``TEMPLATE_WEIGHT`` x distance to
-       the body template, minus ``AGREE_BONUS`` per view in which the
-       reasoner chose the point's candidate, minus ``SUPPORT_BONUS`` per
-       supporting view beyond two, and (for pose-model predictions) minus or
-       plus ``HINT_WEIGHT`` per supporting candidate that the model named this
-       or another keypoint; farther than ``gate`` standard deviations
-       from the prediction is not allowed, "no point" costs ``gate**2``.
-       This enumerates every alternative at once: a left/right swap, another
-       candidate in a view, or a whole-animal identity swap all show as the
-       reasoner's labels disagreeing with the chosen point.
-    3. **labels**: a matched keypoint takes the point's candidates; where the
-       reasoner's label differs it is replaced (recorded). A keypoint without
-       a point keeps the reasoner's labels (unverified: fewer than two
-       agreeing views). Views of a point without a supporting candidate get
-       the reprojection (stage ``reprojection``) when the point is in the image.
+       points by the Hungarian algorithm on the costs of
+       :func:`~ethoscribe.pose.association.association_cost` (motion, shape
+       context, rigid context, support, envelope, and the reasoner's choice
+       and a pose model's names as soft evidence; "no point" costs
+       ``gate**2``). This enumerates every alternative at once: a left/right
+       swap, another candidate in a view, or a whole-animal identity swap all
+       show as the reasoner's labels disagreeing with the chosen point.
+    3. **structure repair** (:func:`~ethoscribe.pose.association.repair`):
+       where the result breaks the body's history-free structure (rigid
+       distances, left/right and front/back order), tracks are renamed or
+       keypoints reassigned; renamed tracks are reported in ``relabel`` so
+       the tracker exchanges their state too.
+    4. **labels** (:func:`_refine_labels`): each associated point takes, view
+       by view, the candidate nearest its reprojection (no candidate for two
+       points; a spot two overlapping points share labels neither) and is
+       triangulated again from its labels. A keypoint without a point keeps
+       the reasoner's labels (unverified). Views of a point without a label
+       get the reprojection (stage ``reprojection``) when it is in the image.
 
     Parameters
     ----------
@@ -364,18 +371,23 @@ def refine_frame(
         (V,) cameras used for 3D (not suspect); labels of the others are the
         reasoner's, unverified.
     prior
-        The motion/template expectation; without it the association uses
-        the reasoner's agreement and support only.
+        The motion/template expectation (:class:`Prior`); without it the
+        association uses the reasoner's agreement and support only.
     boxes
         The stage-1 boxes (candidates outside every box are not matched).
     points
         The frame's 3D points, if already matched (the same for every pass
         over the frame); otherwise they are matched here from the candidates
         of the usable views inside some region box.
-    shape
-        The local shape check (:class:`ShapeCheck`): after the association,
-        keypoints whose points are a permutation of their body-template
-        neighbourhood (a label "conveyor" after a fast rotation) are put back.
+    body
+        The online body model (:class:`~ethoscribe.pose.association.BodyPrior`)
+        for the shape context; None: no shape context.
+    structure
+        The history-free body structure
+        (:class:`~ethoscribe.pose.association.BodyStructure`); None: no repair.
+    same_radius
+        World distance below which two hypotheses are one marker (for the
+        association margin); default: the threshold at the points' depth.
     """
     V, I, K, M = ctx.shape
     P = I * K
@@ -401,62 +413,44 @@ def refine_frame(
 
     cand = np.full((V, P), -1, np.int64)
     matched = np.full(P, -1, np.int64)
+    margin = np.full(P, np.nan)
+    relabel: list[tuple[int, int, int]] = []
+    pre_matched = np.full(P, -1, np.int64)
+    pre_conf = np.zeros(P, bool)
     if N:
-        cost = np.zeros((P, N))
-        if prior is not None:
-            d = np.linalg.norm(pts.points3d[None] - prior.position[:, None], axis=-1)
-            z2 = (d / prior.sigma[:, None]) ** 2
-            known = np.isfinite(prior.position).all(-1) & np.isfinite(prior.sigma)
-            z2 = np.where(known[:, None], z2, 0.0)
-            cost += np.where(np.isfinite(z2) & (z2 <= gate2), z2, np.inf)
-            dt = np.linalg.norm(pts.points3d[None] - prior.template[:, None], axis=-1)
-            t2 = (dt / prior.template_sigma[:, None]) ** 2
-            cost += TEMPLATE_WEIGHT * np.where(np.isfinite(t2), np.minimum(t2, gate2), 0.0)
-        agree_n = ((reasoner[:, :, None] == pts.support[:, None, :]) & (reasoner[:, :, None] >= 0)).sum(axis=0)
-        cost -= AGREE_BONUS * agree_n
-        cost -= SUPPORT_BONUS * (pts.n_support[None, :] - 2)
-        if (ctx.hint_keypoint >= 0).any():  # predictions: the model's names are soft evidence here too
-            vv_ = np.arange(V)[:, None]
-            sup_ok = pts.support >= 0
-            hk = np.where(sup_ok, ctx.hint_keypoint[vv_, np.maximum(pts.support, 0)], -1)  # V, N
-            hi = np.where(sup_ok, ctx.hint_individual[vv_, np.maximum(pts.support, 0)], -1)
-            kk = np.tile(np.arange(K), I)[:, None, None]
-            ii = np.repeat(np.arange(I), K)[:, None, None]
-            named = hk[None] >= 0
-            term = np.where(named, np.where(hk[None] == kk, -1.0, 1.0), 0.0).sum(axis=1)
-            if I > 1:
-                term += np.where(hi[None] >= 0, np.where(hi[None] == ii, -1.0, 1.0), 0.0).sum(axis=1)
-            cost += HINT_WEIGHT * term
-
-        from ethoscribe.pose.reasoner import _hungarian_with_none
-
+        cost = association_cost(ctx, reasoner, pts, prior, body, gate2, structure)
         matched = _associate(cost, pts.support, gate2)
         got = matched >= 0
         cand[:, got] = pts.support[:, matched[got]]
-    if N and shape is not None:
-        Y = np.where((matched >= 0)[:, None], pts.points3d[np.maximum(matched, 0)], np.nan).reshape(I, K, 3)
-        weak = None
-        if prior is not None:
-            dz = np.linalg.norm(Y.reshape(-1, 3) - prior.position, axis=-1) / prior.sigma
-            with np.errstate(invalid="ignore"):
-                weak = (prior.weak | (dz > 2.0)).reshape(I, K)
-        perm = shape.check(Y, weak)
-        if perm is not None:
-            new_m = matched.reshape(I, K).copy()
-            swaps = []
-            for a, k_from, k_to in perm:
-                new_m[a, k_to] = matched.reshape(I, K)[a, k_from]
-                swaps.append([ctx.individuals[a], ctx.keypoints[k_from], ctx.keypoints[k_to]])
-            matched = new_m.reshape(-1)
-            cand[:] = -1
-            got = matched >= 0
-            cand[:, got] = pts.support[:, matched[got]]
-            events["shape_swaps"] = swaps
+        pre_matched = matched.copy()
+        same = _same_marker_radius(geo, pts, threshold) if same_radius is None else same_radius
+        margin = association_margin(cost, matched, gate2, pts.points3d, same)
+        pre_conf = confident_points(matched, margin, pts.n_support, int(use_views.sum()))
+        if structure is not None and association.REPAIR:
+            new_m, moves, swaps = repair(cost, matched, pts.points3d, pts.support, structure, I, K, gate2,
+                                         semantic_cost(ctx, reasoner, pts))
+            if moves or swaps:
+                matched = new_m
+                cand[:] = -1
+                got = matched >= 0
+                cand[:, got] = pts.support[:, matched[got]]
+            if moves:
+                events["structure_repairs"] = [[ctx.individuals[a], ctx.keypoints[k], int(h0), int(h1)]
+                                               for a, k, h0, h1 in moves]
+            if swaps:
+                relabel = swaps
+                events["relabelled"] = [[ctx.individuals[a], ctx.keypoints[k1], ctx.keypoints[k2]] for a, k1, k2 in swaps]
+        if not np.array_equal(matched, pre_matched):
+            margin = association_margin(cost, matched, gate2, pts.points3d, same)
+    X_ref = None
+    evidence = np.zeros((V, P), bool)
+    if N and association.LABEL_REFINE and (matched >= 0).any():
+        cand, X_ref, evidence = _refine_labels(matched, pts, xy, norm, ctx.cand_valid, use_views, geo, threshold)
     # keypoints without a point keep the reasoner's labels where no point took the candidate
     taken = np.zeros((V, M), bool)
     v2, p2 = np.nonzero(cand >= 0)
     taken[v2, cand[v2, p2]] = True
-    keep = (matched < 0)[None, :] & (reasoner >= 0)
+    keep = (matched < 0)[None, :] & (reasoner >= 0) & association.KEEP_UNVERIFIED
     keep &= ~taken[np.arange(V)[:, None], np.maximum(reasoner, 0)]
     cand = np.where(keep, reasoner, cand)
     # unusable (suspect) views: the reasoner's label, unless a point took that candidate
@@ -497,13 +491,15 @@ def refine_frame(
     got = matched >= 0
     if N:
         X[got] = pts.points3d[matched[got]]
+    if X_ref is not None:
+        X = np.where(np.isfinite(X_ref), X_ref, X)
     lab_px = _gather(xy, cand)
     proj, _ = geo.project(X)
     dd = proj - lab_px
     err_all = np.sqrt(dd[..., 0] ** 2 + dd[..., 1] ** 2)
     inl = np.zeros((V, P), bool)
     if N:
-        inl[:, got] = pts.support[:, matched[got]] >= 0
+        inl[:, got] = ((cand[:, got] >= 0) & use_views[:, None]) if X_ref is not None else (pts.support[:, matched[got]] >= 0)
     tri = Triangulation(X, inl, np.where(np.isfinite(err_all), err_all, np.nan), inl.sum(axis=0).astype(np.int64))
     rd = proj - _gather(xy, reasoner)
     first_err = np.where(reasoner >= 0, np.sqrt(rd[..., 0] ** 2 + rd[..., 1] ** 2), np.nan)
@@ -511,7 +507,10 @@ def refine_frame(
     with np.errstate(invalid="ignore"):
         first_inl = (first_err <= threshold) & use_views[:, None]
 
-    # views of a 3D point without a label: its reprojection, when inside the image
+    # views of a 3D point without a label (or whose spot two points share): its reprojection, when inside the image
+    if evidence.any():
+        cand = np.where(evidence, -1, cand)
+        lab_px = np.where(evidence[..., None], np.nan, lab_px)
     label = lab_px
     with np.errstate(invalid="ignore"):
         inside = geo.rig.in_image(proj)
@@ -525,5 +524,9 @@ def refine_frame(
         label_xy=label.reshape(V, I, K, 2), cand=cand.reshape(V, I, K), stage=stage.reshape(V, I, K),
         conflict=conflict.reshape(V, I, K), errors=errors.reshape(V, I, K),
         first_errors=first_err.reshape(V, I, K), first_inliers=first_inl.reshape(V, I, K), tri=tri,
-        reprojected=reproj.reshape(V, I, K), events=events,
+        reprojected=reproj.reshape(V, I, K), events=events, margin=margin, relabel=relabel,
+        proposed=np.where((pre_conf & (pre_matched >= 0))[:, None], pts.points3d[np.maximum(pre_matched, 0)]
+                          if N else np.nan, np.nan).reshape(I, K, 3),
+        confident=confident_points(matched, margin, pts.n_support, int(use_views.sum()))
+        & ~structure_violations(pts.points3d, matched, structure, I, K),
     )

@@ -1,0 +1,710 @@
+"""Stage 4's association of keypoints (all animals) with 3D marker hypotheses: costs, body model, repair.
+
+Identity is decided in 3D, where markers are far better separated than in any
+single view. Every keypoint of every animal is scored against every 3D
+hypothesis of the frame (a point that two or more views agree on, see
+:meth:`~ethoscribe.pose.geometry.FrameGeometry.match_points`); the costs are
+squared standard scores (mean about 1 for the right hypothesis) so that they
+add up like negative log-likelihoods (:func:`association_cost`):
+
+- **motion**: distance from the keypoint's constant-velocity prediction (after
+  :func:`group_shift`, the coherent motion of its neighbourhood: an abrupt
+  start or stop moves a body part at once), in units of its learned residual
+  scale; ``z^2`` within ``gate`` standard deviations, growing at a quarter
+  of the rate beyond, where the hypothesis is admissible only when the body
+  model vouches for it and it lies within the keypoint's *reach* (which
+  grows while the keypoint is lost: it may have moved with the posture);
+- **shape context** (:class:`BodyPrior`, :func:`shape_context`): the
+  keypoint's template neighbours sit at offsets from it that change slowly
+  (the online template, rotated by the body's current orientation); for
+  keypoint ``k`` on hypothesis ``h``, each neighbour should have *some*
+  hypothesis at ``Y_h - R (B_k - B_j)``. It needs no identities, so it
+  separates markers a few millimetres apart that move together;
+- **rigid context** (:class:`BodyStructure`, :func:`rigid_context`): for
+  keypoint pairs whose distance is constant (on the seeds, confirmed while
+  tracking), some hypothesis should lie at that distance;
+- **support**: per supporting view, and the measured chance that a
+  hypothesis with that many views is a real marker
+  (:func:`support_costs`); the reasoner's choice and a pose model's names
+  (:func:`semantic_cost`);
+- **envelope**: a hypothesis farther from the animal's centre than the
+  keypoint can be is not admissible (it belongs to something else).
+
+The Hungarian assignment (all animals together, "none" allowed) is then
+checked against what does not depend on the tracking history
+(:func:`structure_energy`: rigid distances, left/right order of the
+symmetric pairs, front/back order along the body), and :func:`repair`
+renames tracks or reassigns keypoints where that structure is violated: a
+left paw is left of the right one whatever the speed, and an identity that
+went wrong is put back instead of being carried on by the motion model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+#: weights of the association cost (squared standard scores)
+AGREE_BONUS = 0.25    # per view where the reasoner chose the point's candidate
+SUPPORT_BONUS = 0.5   # per supporting view beyond two
+HINT_WEIGHT = 2.0     # per supporting view whose candidate a pose model named this (-) or another (+) keypoint
+SHAPE_WEIGHT = 1.0
+SHAPE_CAP = 9.0       # a neighbour with no hypothesis where expected (3 sigma)
+#: switches of the steps (all on; for ablations and diagnostics)
+REPAIR = True           # the history-free structure repair (:func:`repair`)
+LABEL_REFINE = True     # the per-view 2D label assignment of the associated points (stages._refine_labels)
+KEEP_UNVERIFIED = True  # a keypoint without a 3D point keeps the reasoner's (unverified, single-view) labels
+ADMIT_FAR = True        # a hypothesis the body model vouches for may lie beyond the motion gate (up to the reach)
+CONFIDENT_MARGIN = 4.0  # an association this much cheaper than any alternative is unambiguous
+TEMPLATE_WEIGHT = 0.25  # seed template placed on the prediction: a weak pull, for keypoints without neighbours' help
+
+
+@dataclass(frozen=True)
+class BodyPrior:
+    """The online body model of each animal in this frame (I animals, K keypoints, J neighbours).
+
+    Attributes
+    ----------
+    rotation, translation
+        (I, 3, 3) and (I, 3): the online template's frame in the world
+        (``world = R @ body + t``), fitted to the predicted pose; NaN when
+        unknown.
+    body
+        (I, K, 3) each keypoint's place in its animal's body frame (the online
+        template: the current posture).
+    neighbours
+        (K, J) the keypoints whose markers are expected at fixed offsets.
+    rel_sigma
+        (K,) residual scale (3D RMS, world units) of the offsets.
+    available
+        (I, K) neighbours expected to show a marker (tracked in the previous frame).
+    """
+
+    rotation: FloatArray
+    translation: FloatArray
+    body: FloatArray
+    neighbours: NDArray[np.int64]
+    rel_sigma: FloatArray
+    available: NDArray[np.bool_]
+
+
+def template_neighbours(template: FloatArray, n: int = 3) -> NDArray[np.int64]:
+    """(K, n) the ``n`` nearest keypoints of each keypoint in the seed template (I, K, 3), over all animals."""
+    from ethoscribe.pose.model import _nanmean0
+
+    d = _nanmean0(np.linalg.norm(template[:, :, None] - template[:, None], axis=-1))  # K, K (frame-free)
+    K = d.shape[0]
+    n = max(0, min(n, K - 1))
+    d = np.where(np.isfinite(d), d, np.inf)
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1, kind="stable")[:, :n].astype(np.int64)
+
+
+def lateral_axis(template: FloatArray, pairs: tuple[tuple[int, int], ...]) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Left-right axes (I, 3), side of each keypoint (K,) and midline centres (I, 3) of a seed template (I, K, 3).
+
+    Each animal's template is in its own frame: its axis is the mean of
+    ``first - second`` over the symmetric pairs, and the first keypoint of
+    a pair is on the positive side (+1), the second on the negative (-1).
+    NaN axes where an animal has no usable pair.
+    """
+    I, K, _ = template.shape
+    side = np.zeros(K)
+    axes = np.full((I, 3), np.nan)
+    centres = np.full((I, 3), np.nan)
+    if not pairs:
+        return axes, side, centres
+    for a, b in pairs:
+        side[a], side[b] = 1.0, -1.0
+    for i in range(I):
+        diffs = np.array([template[i, a] - template[i, b] for a, b in pairs])
+        ok = np.isfinite(diffs).all(-1)
+        if not ok.any():
+            continue
+        axis = diffs[ok].sum(axis=0)
+        norm = float(np.linalg.norm(axis))
+        if norm <= 0:
+            continue
+        axes[i] = axis / norm
+        mids = np.array([0.5 * (template[i, a] + template[i, b]) for a, b in pairs])[ok]
+        centres[i] = mids.mean(axis=0)
+    return axes, side, centres
+
+
+def shape_context(Y: FloatArray, body: BodyPrior) -> FloatArray:
+    """(I, K, N) mean truncated squared standard score of the neighbours' markers, per keypoint and hypothesis.
+
+    NaN where the animal's frame or every neighbour is unknown (no evidence).
+    """
+    I, K, _ = body.body.shape
+    N = Y.shape[0]
+    nb = body.neighbours
+    J = nb.shape[1]
+    out = np.full((I, K, N), np.nan)
+    if J == 0 or N < 2:
+        return out
+    off_b = body.body[:, :, None, :] - body.body[:, nb, :]  # I, K, J, 3 (body frame)
+    off = np.einsum("aij,akmj->akmi", body.rotation, off_b)  # I, K, J, 3 (world)
+    exp = Y[None, None, None, :, :] - off[:, :, :, None, :]  # I, K, J, N, 3: where neighbour j should be
+    d2 = ((exp[..., None, :] - Y[None, None, None, None, :, :]) ** 2).sum(-1)  # I, K, J, N, N'
+    idx = np.arange(N)
+    d2[..., idx, idx] = np.inf  # a hypothesis is not its own neighbour
+    dmin = d2.min(axis=-1)  # I, K, J, N
+    s2 = np.maximum(body.rel_sigma, 1e-9)[None, :, None, None] ** 2
+    z2 = np.minimum(dmin / s2, SHAPE_CAP)
+    w = body.available[:, nb][..., None] & np.isfinite(off).all(-1)[..., None]  # I, K, J, 1
+    w = np.broadcast_to(w, z2.shape)
+    z2 = np.where(np.isfinite(z2), z2, SHAPE_CAP)
+    n = w.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(n > 0, np.where(w, z2, 0.0).sum(axis=2) / np.maximum(n, 1), np.nan)
+    return out
+
+
+def association_cost(ctx, reasoner: NDArray[np.int64], pts, prior, body: BodyPrior | None,  # type: ignore[no-untyped-def]
+                     gate2: float, structure: BodyStructure | None = None) -> FloatArray:
+    """(P, N) cost of each keypoint (P = I*K, animal-major) on each hypothesis; inf where not admissible.
+
+    ``reasoner`` (V, P) the reasoner's candidate per view and keypoint;
+    ``pts`` the frame's :class:`~ethoscribe.pose.geometry.MarkerPoints`;
+    ``prior`` a :class:`~ethoscribe.pose.stages.Prior` or None (then only
+    the support and the reasoner's agreement count).
+    """
+    V, I, K, _ = ctx.shape
+    P = I * K
+    Y = pts.points3d
+    N = Y.shape[0]
+    cost = np.zeros((P, N))
+    admissible = np.ones((P, N), bool)
+    shape_ok = np.zeros((P, N), bool)
+    if body is not None:
+        sc = shape_context(Y, body).reshape(P, N)
+        has = np.isfinite(sc)
+        cost += SHAPE_WEIGHT * np.where(has, sc, 0.0)
+        shape_ok = has & (sc <= 2.0)
+    if structure is not None:
+        rc = rigid_context(Y, structure, I, K).reshape(P, N)
+        has_r = np.isfinite(rc)
+        cost += RIGID_WEIGHT * np.where(has_r, rc, 0.0)
+        shape_ok = (shape_ok & ~(has_r & (rc > 4.0))) | (has_r & (rc <= 1.0))
+    if prior is not None:
+        d = np.linalg.norm(Y[None] - prior.position[:, None], axis=-1)
+        known = (np.isfinite(prior.position).all(-1) & np.isfinite(prior.sigma))[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z2 = (d / prior.sigma[:, None]) ** 2
+        z2 = np.where(known, z2, 0.0)
+        near = z2 <= gate2
+        cost += np.where(near, z2, np.minimum(gate2 + 0.25 * (z2 - gate2), 2.0 * gate2))
+        reach = prior.reach if getattr(prior, "reach", None) is not None else 2.0 * np.sqrt(gate2) * prior.sigma
+        far_ok = d <= np.where(np.isfinite(reach), reach, 0.0)[:, None]
+        admissible &= near | (ADMIT_FAR & shape_ok & far_ok) | ~known
+        centre, extent = getattr(prior, "centre", None), getattr(prior, "extent", None)
+        if centre is not None and extent is not None:
+            dc = np.linalg.norm(Y[None] - centre[:, None], axis=-1)
+            with np.errstate(invalid="ignore"):
+                admissible &= ~(dc > extent[:, None])
+        if TEMPLATE_WEIGHT > 0:
+            dt = np.linalg.norm(Y[None] - prior.template[:, None], axis=-1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                t2 = (dt / prior.template_sigma[:, None]) ** 2
+            cost += TEMPLATE_WEIGHT * np.where(np.isfinite(t2), np.minimum(t2, gate2), 0.0)
+    cost += semantic_cost(ctx, reasoner, pts)
+    cost -= SUPPORT_BONUS * (pts.n_support[None, :] - 2)
+    sc_n = getattr(prior, "support_cost", None) if prior is not None else None
+    if sc_n is not None and len(sc_n):
+        cost += np.asarray(sc_n)[np.clip(pts.n_support, 0, len(sc_n) - 1)][None, :]
+    return np.where(admissible & np.isfinite(cost), cost, np.inf)
+
+
+def semantic_cost(ctx, reasoner: NDArray[np.int64], pts) -> FloatArray:  # type: ignore[no-untyped-def]
+    """(P, N) the label-specific evidence: the reasoner's choice (``-AGREE_BONUS`` per view) and a pose
+    model's keypoint and individual names (``-+HINT_WEIGHT`` per supporting view)."""
+    V, I, K, _ = ctx.shape
+    agree_n = ((reasoner[:, :, None] == pts.support[:, None, :]) & (reasoner[:, :, None] >= 0)).sum(axis=0)
+    cost = -AGREE_BONUS * agree_n.astype(float)
+    if (ctx.hint_keypoint >= 0).any():  # predictions: the model's names are soft evidence here too
+        vv_ = np.arange(V)[:, None]
+        sup_ok = pts.support >= 0
+        hk = np.where(sup_ok, ctx.hint_keypoint[vv_, np.maximum(pts.support, 0)], -1)  # V, N
+        hi = np.where(sup_ok, ctx.hint_individual[vv_, np.maximum(pts.support, 0)], -1)
+        kk = np.tile(np.arange(K), I)[:, None, None]
+        ii = np.repeat(np.arange(I), K)[:, None, None]
+        named = hk[None] >= 0
+        term = np.where(named, np.where(hk[None] == kk, -1.0, 1.0), 0.0).sum(axis=1)
+        if I > 1:
+            term += np.where(hi[None] >= 0, np.where(hi[None] == ii, -1.0, 1.0), 0.0).sum(axis=1)
+        cost = cost + HINT_WEIGHT * term
+    return cost
+
+
+def association_margin(cost: FloatArray, matched: NDArray[np.int64], none_cost: float,
+                       Y: FloatArray | None = None, same: float = 0.0) -> FloatArray:
+    """(P,) how much cheaper each keypoint's chosen hypothesis is than its best alternative (another marker, or none).
+
+    Hypotheses within ``same`` (world units) of the chosen one are the same
+    marker seen with another set of views, not an alternative. NaN for
+    keypoints without a hypothesis.
+    """
+    P, N = cost.shape
+    out = np.full(P, np.nan)
+    rows = np.flatnonzero(matched >= 0)
+    if rows.size == 0:
+        return out
+    c = cost[rows].copy()
+    chosen = c[np.arange(rows.size), matched[rows]]
+    c[np.arange(rows.size), matched[rows]] = np.inf
+    if Y is not None and same > 0 and N > 1:
+        near = np.linalg.norm(Y[matched[rows]][:, None, :] - Y[None, :, :], axis=-1) <= same
+        c = np.where(near, np.inf, c)
+    alt = np.minimum(c.min(axis=1) if N > 1 else np.full(rows.size, np.inf), none_cost)
+    out[rows] = alt - chosen
+    return out
+
+
+def confident_points(matched: NDArray[np.int64], margin: FloatArray, n_support: NDArray[np.int64],
+                     n_usable: int) -> NDArray[np.bool_]:
+    """(P,) keypoints whose hypothesis is unambiguous (``margin >= CONFIDENT_MARGIN``) and seen by
+    at least ``min(3, n_usable)`` views."""
+    need = max(2, min(3, n_usable))
+    with np.errstate(invalid="ignore"):
+        ok = (matched >= 0) & (margin >= CONFIDENT_MARGIN)
+    sup = np.where(matched >= 0, n_support[np.maximum(matched, 0)] if n_support.size else 0, 0)
+    return ok & (sup >= need)
+
+
+# ------------------------------------------------------------------ history-free body structure
+STRUCT_CAP = 16.0     # a violated constraint costs at most this (4 sigma)
+STRUCT_WEIGHT = 1.0
+RIGID_WEIGHT = 0.0    # identity-free rigid-distance context in the association cost
+
+
+@dataclass(frozen=True)
+class BodyStructure:
+    """What does not depend on the tracking history: rigid distances and left/right order (I animals).
+
+    Attributes
+    ----------
+    rigid
+        (R, 2) keypoint pairs whose distance was the same on every seed frame
+        (within the noise) and has stayed so while tracking (``active``).
+    rigid_dist
+        (I, R) the seed distance of each pair per animal (world units).
+    rigid_sd
+        (R,) its tolerance (world units): the seed spread, floored at the 3D
+        noise of a distance.
+    active
+        (R,) pairs still considered rigid (a pair that the tracked frames
+        show to vary is dropped, see :func:`rigid_pairs`).
+    pairs, lateral, side_scale
+        Left/right keypoint index pairs (first of a pair on the positive
+        side), each animal's left-right axis in its seed template's frame
+        (I, 3), and the distance (world units) on the wrong side of its
+        partner that costs 1.
+    seed_shape, seed_weight
+        (I, K, 3) the seed template and (K,) the weight of each keypoint when
+        it is fitted to a frame's points (1 / seed spread^2: the steadier
+        keypoints fix the body's orientation).
+    order, forward, order_scale
+        (O, 2) keypoint pairs (front, back) ordered along the body's long axis
+        on every seed by a wide margin (:func:`order_pairs`), the long axis
+        (I, 3) in the seed template's frame, and the distance in reverse order
+        that costs 1.
+    """
+
+    rigid: NDArray[np.int64]
+    rigid_dist: FloatArray
+    rigid_sd: FloatArray
+    active: NDArray[np.bool_]
+    pairs: tuple[tuple[int, int], ...]
+    lateral: FloatArray
+    seed_shape: FloatArray
+    seed_weight: FloatArray
+    side_scale: float
+    order: NDArray[np.int64] | None = None
+    forward: FloatArray | None = None
+    order_scale: float = float("nan")
+
+
+def order_pairs(seed_xyz: FloatArray, template: FloatArray, size: float,
+                min_fraction: float = 0.5) -> tuple[NDArray[np.int64], FloatArray]:
+    """Keypoint pairs whose order along the body's long axis was the same, by a wide margin, on every seed.
+
+    The long axis of each animal is its seed template's first principal
+    axis. A pair (j, k) is kept, j in front, when on every seed frame
+    (aligned to the template) j lies ahead of k by more than
+    ``min_fraction`` of the animal's size: far enough apart along the body
+    that no posture reverses them (front and hind paws, head and tail), not
+    a pair that only happened to be ordered on the seeds (a paw and an ear).
+    Returns pairs (O, 2) and the axes (I, 3) in the template frame.
+    """
+    from ethoscribe.pose.model import kabsch
+
+    S, I, K, _ = seed_xyz.shape
+    axes = np.full((I, 3), np.nan)
+    offs = np.full((S, I, K), np.nan)
+    for a in range(I):
+        tpl = template[a]
+        ok = np.isfinite(tpl).all(-1)
+        if ok.sum() < 3:
+            continue
+        c = tpl[ok] - tpl[ok].mean(axis=0)
+        _, _, vt = np.linalg.svd(c, full_matrices=False)
+        axes[a] = vt[0]
+        r, t = kabsch(np.broadcast_to(tpl, (S, K, 3)), seed_xyz[:, a], np.isfinite(seed_xyz[:, a]).all(-1).astype(float))
+        local = np.einsum("sji,skj->ski", r, seed_xyz[:, a] - t[:, None])  # seeds in the template frame
+        offs[:, a] = local @ axes[a]
+    d = offs[:, :, :, None] - offs[:, :, None, :]  # S, I, K, K: j ahead of k by d
+    with np.errstate(invalid="ignore"):
+        ahead = np.where(np.isfinite(d), d > min_fraction * size, True).all(axis=(0, 1)) & np.isfinite(d).any(axis=(0, 1))
+    jj, kk = np.nonzero(ahead)
+    return np.stack([jj, kk], axis=1).astype(np.int64), axes
+
+
+def rigid_pairs(seed_xyz: FloatArray, noise: float, rel_tol: float = 0.01,
+                max_fraction: float = 0.5) -> tuple[NDArray[np.int64], FloatArray, FloatArray]:
+    """Keypoint pairs at a constant distance over the seed frames (S, I, K, 3).
+
+    A pair is rigid when the RMS deviation of its distance from the
+    per-animal mean over the seeds is at most ``max(noise, rel_tol x
+    distance)`` (``noise`` the 3D noise of a distance), it was measured on
+    at least two seed frames, and it is shorter than ``max_fraction`` of the
+    largest seed distance (long chains are not rigid even when the seeds
+    happen to agree). Returns pairs (R, 2), per-animal distances (I, R) and
+    tolerances (R,). Three seeds can make a pair look rigid by chance; the
+    tracker drops pairs that turn out to vary (:func:`update_rigid`).
+    """
+    S, I, K, _ = seed_xyz.shape
+    D = np.linalg.norm(seed_xyz[:, :, :, None] - seed_xyz[:, :, None], axis=-1)  # S, I, K, K
+    ok = np.isfinite(D)
+    n = ok.sum(axis=0)  # I, K, K
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, np.where(ok, D, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)  # I, K, K
+        dev2 = np.where(ok, (D - mean[None]) ** 2, 0.0).sum(axis=(0, 1))
+        cnt = n.sum(axis=0)
+        sd = np.sqrt(np.where(cnt > I, dev2 / np.maximum(cnt - I, 1), np.nan))  # K, K (per-animal means removed)
+        okm = np.isfinite(mean)
+        d_all = np.where(okm.any(axis=0), np.where(okm, mean, 0.0).sum(axis=0) / np.maximum(okm.sum(axis=0), 1), np.nan)
+    longest = float(np.nanmax(d_all)) if np.isfinite(d_all).any() else 0.0
+    tol = np.maximum(noise, rel_tol * d_all)
+    jj, kk = np.triu_indices(K, 1)
+    with np.errstate(invalid="ignore"):
+        keep = (sd[jj, kk] <= tol[jj, kk]) & (n[:, jj, kk].min(axis=0) >= 2) & (d_all[jj, kk] <= max_fraction * longest)
+    jj, kk = jj[keep], kk[keep]
+    pairs = np.stack([jj, kk], axis=1).astype(np.int64) if keep.any() else np.zeros((0, 2), np.int64)
+    dist = mean[:, jj, kk] if keep.any() else np.zeros((I, 0))
+    # an animal without the pair on its seeds borrows the others' mean
+    if dist.size:
+        okd = np.isfinite(dist)
+        fill = np.where(okd, dist, 0.0).sum(axis=0, keepdims=True) / np.maximum(okd.sum(axis=0, keepdims=True), 1)
+        dist = np.where(okd, dist, fill)
+    spread = np.maximum(np.nan_to_num(sd[jj, kk]), noise) if keep.any() else np.zeros(0)
+    return pairs, dist, spread
+
+
+def _rigid_z2(Y: FloatArray, st: BodyStructure) -> FloatArray:
+    """(..., I, R) squared standard scores of the rigid pairs' distances in poses Y (..., I, K, 3) (NaN unknown)."""
+    if st.rigid.shape[0] == 0:
+        return np.zeros(Y.shape[:-2] + (0,))
+    a, b = st.rigid[:, 0], st.rigid[:, 1]
+    d = np.linalg.norm(Y[..., a, :] - Y[..., b, :], axis=-1)
+    return ((d - st.rigid_dist) / st.rigid_sd) ** 2
+
+
+def structure_energy(Y: FloatArray, st: BodyStructure, rotation: FloatArray | None = None) -> FloatArray:
+    """(..., I) history-free energy of poses Y (..., I, K, 3): violated rigid distances and left/right order.
+
+    Each active rigid pair costs its squared standard score beyond 4 (two
+    tolerances; capped at ``STRUCT_CAP``); each left/right pair whose points are on the wrong
+    sides of each other by ``d`` costs ``(d / side_scale)^2`` (capped). The
+    body's left-right axis comes from ``rotation`` (I, 3, 3), the seed
+    template's frame fitted to the pose (fitted here if not given).
+    """
+    z2 = _rigid_z2(Y, st)
+    # within two tolerances a rigid distance is just noise (no energy), beyond it costs its excess
+    e = np.where(st.active & np.isfinite(z2), np.minimum(np.maximum(z2 - 4.0, 0.0), STRUCT_CAP), 0.0).sum(axis=-1)
+    need_rot = (st.pairs and np.isfinite(st.lateral).any()) or (st.order is not None and len(st.order))
+    if need_rot and rotation is None:
+        rotation = _fit_frames(Y.reshape((-1,) + Y.shape[-3:]), st)[0].reshape(Y.shape[:-2] + (3, 3))
+    if st.order is not None and len(st.order) and st.forward is not None:
+        fw = np.einsum("...ij,...j->...i", rotation, np.broadcast_to(st.forward, rotation.shape[:-1]))
+        d = np.einsum("...oi,...i->...o", Y[..., st.order[:, 0], :] - Y[..., st.order[:, 1], :], fw)
+        wrong = np.where(np.isfinite(d), np.maximum(-d, 0.0), 0.0)
+        e = e + np.minimum((wrong / max(st.order_scale, 1e-9)) ** 2, STRUCT_CAP).sum(axis=-1)
+    if st.pairs and np.isfinite(st.lateral).any():
+        if rotation is None:
+            rotation = _fit_frames(Y.reshape((-1,) + Y.shape[-3:]), st)[0].reshape(Y.shape[:-2] + (3, 3))
+        ax = np.einsum("...ij,...j->...i", rotation, np.broadcast_to(st.lateral, rotation.shape[:-1]))  # (..., I, 3)
+        for l, r in st.pairs:
+            d = np.einsum("...i,...i->...", Y[..., l, :] - Y[..., r, :], ax)
+            wrong = np.where(np.isfinite(d), np.maximum(-d, 0.0), 0.0)
+            e = e + np.minimum((wrong / max(st.side_scale, 1e-9)) ** 2, STRUCT_CAP)
+    return e
+
+
+def _fit_frames(points: FloatArray, st: BodyStructure) -> tuple[FloatArray, FloatArray]:
+    """The seed template fitted (weighted Kabsch) to poses (B, I, K, 3): rotations (B, I, 3, 3), translations (B, I, 3)."""
+    from ethoscribe.pose.model import kabsch
+
+    B, I, K, _ = points.shape
+    tpl = np.broadcast_to(st.seed_shape, (B, I, K, 3)).reshape(-1, K, 3)
+    pts = points.reshape(-1, K, 3)
+    ok = np.isfinite(pts).all(-1)
+    w0 = np.broadcast_to(st.seed_weight, ok.shape)
+    r, t = kabsch(tpl, pts, np.where(ok, w0, 0.0))
+    return r.reshape(B, I, 3, 3), t.reshape(B, I, 3)
+
+
+def rigid_context(Y: FloatArray, st: BodyStructure, I: int, K: int) -> FloatArray:
+    """(I, K, N) identity-free rigid-distance evidence: for keypoint k on hypothesis h, the mean over k's
+    active rigid partners j of the capped squared standard score of the hypothesis nearest to the distance
+    ``d_kj`` from h. NaN where k has no active rigid partner."""
+    N = Y.shape[0]
+    out = np.full((I, K, N), np.nan)
+    R = st.rigid.shape[0]
+    if R == 0 or N < 2 or not st.active.any():
+        return out
+    D = np.linalg.norm(Y[:, None] - Y[None], axis=-1)  # N, N
+    np.fill_diagonal(D, np.inf)
+    tot = np.zeros((I, K, N))
+    cnt = np.zeros(K)
+    for r in np.flatnonzero(st.active):
+        j, k = int(st.rigid[r, 0]), int(st.rigid[r, 1])
+        for a in range(I):
+            z2 = np.min(((D - st.rigid_dist[a, r]) / st.rigid_sd[r]) ** 2, axis=1)  # N: best partner for each h
+            z2 = np.minimum(np.where(np.isfinite(z2), z2, STRUCT_CAP), STRUCT_CAP)
+            tot[a, j] += z2
+            tot[a, k] += z2
+        cnt[j] += 1
+        cnt[k] += 1
+    has = cnt > 0
+    out[:, has] = tot[:, has] / cnt[has][None, :, None]
+    return out
+
+
+def repair(cost: FloatArray, matched: NDArray[np.int64], Y: FloatArray, support: NDArray[np.int64],
+           st: BodyStructure, I: int, K: int, none_cost: float, semantic: FloatArray | None = None,
+           rounds: int = 4, min_gain: float = 1.0
+           ) -> tuple[NDArray[np.int64], list[tuple[int, int, int, int]], list[tuple[int, int, int]]]:
+    """Local search that puts back what the history-free body structure rules out, per animal.
+
+    Two kinds of move, for animals whose :func:`structure_energy` is above
+    ``min_gain``:
+
+    - **relabel**: two keypoints of an animal exchange their tracks (their
+      hypotheses, and the caller exchanges their tracker state). Motion is
+      no argument here (both tracks continue as they were; only their names
+      change), so the move is scored by the structure energy and the
+      label-specific evidence ``semantic`` (P, N) (a pose model's names,
+      the reasoner's choice);
+    - **reassign**: a keypoint takes a hypothesis no one holds (and that
+      shares no candidate with a held one), or none, scored by the full
+      association ``cost`` (P, N) plus the structure energy.
+
+    The best move lowering the total by at least ``min_gain`` is taken, up to
+    ``rounds`` times. Returns the assignment, the reassignments (animal,
+    keypoint, old, new hypothesis) and the relabels (animal, k1, k2).
+    """
+    matched = matched.copy()
+    moves: list[tuple[int, int, int, int]] = []
+    swaps: list[tuple[int, int, int]] = []
+    N = Y.shape[0]
+    if N == 0:
+        return matched, moves, swaps
+    P = cost.shape[0]
+    cost_n = np.concatenate([np.where(np.isfinite(cost), cost, np.inf), np.full((P, 1), none_cost)], axis=1)
+    sem = np.zeros((P, N)) if semantic is None else semantic
+    sem_n = np.concatenate([np.where(np.isfinite(sem), sem, 0.0), np.zeros((P, 1))], axis=1)
+    Yn = np.concatenate([Y, np.full((1, 3), np.nan)])  # index N: none
+    V = support.shape[0]
+    ii, jj = np.triu_indices(K, 1)
+
+    def pose(m: NDArray[np.int64]) -> FloatArray:
+        return Yn[np.where(m >= 0, m, N)].reshape(I, K, 3)
+
+    for _ in range(rounds):
+        cur = pose(matched)
+        rot, _t = _fit_frames(cur[None], st)
+        e_struct = structure_energy(cur, st, rot[0])  # I
+        bad = np.flatnonzero(e_struct > min_gain)
+        if bad.size == 0:
+            break
+        held = matched[matched >= 0]
+        used = np.zeros((V, int(support.max(initial=0)) + 2), bool)
+        if held.size:
+            sv = support[:, held]
+            vv = np.broadcast_to(np.arange(V)[:, None], sv.shape)
+            used[vv[sv >= 0], sv[sv >= 0]] = True
+        clash = ((support >= 0) & used[np.arange(V)[:, None], np.maximum(support, 0)]).any(axis=0)
+        free = np.flatnonzero(~clash)
+        best: tuple[float, Any] = (0.0, None)
+        for a in bad:
+            rows = a * K + np.arange(K)
+            m_a = matched[rows]
+            col = np.where(m_a >= 0, m_a, N)
+            # relabels
+            sw = np.broadcast_to(m_a, (ii.size, K)).copy()
+            sw[np.arange(ii.size), ii], sw[np.arange(ii.size), jj] = m_a[jj], m_a[ii]
+            real = (m_a[ii] >= 0) & (m_a[jj] >= 0)  # a track without a point is not a track to rename
+            sw_col = np.where(sw >= 0, sw, N)
+            d_sw = sem_n[rows[None, :], sw_col].sum(axis=1) - sem_n[rows, col].sum()
+            # reassignments
+            opts = np.r_[free, -1]
+            kk, hh = np.meshgrid(np.arange(K), opts, indexing="ij")
+            mv = np.broadcast_to(m_a, (kk.size, K)).copy()
+            mv[np.arange(kk.size), kk.reshape(-1)] = hh.reshape(-1)
+            krow = rows[kk.reshape(-1)]
+            with np.errstate(invalid="ignore"):
+                d_mv = cost_n[krow, np.where(hh.reshape(-1) >= 0, hh.reshape(-1), N)] - cost_n[krow, col[kk.reshape(-1)]]
+            alt = np.concatenate([sw, mv])
+            delta = np.concatenate([np.where(real, d_sw, np.inf), d_mv])
+            kind = np.r_[np.zeros(ii.size, bool), np.ones(mv.shape[0], bool)]
+            changed = ~(alt == m_a[None]).all(axis=1)
+            poses = np.broadcast_to(cur, (alt.shape[0], I, K, 3)).copy()
+            poses[:, a] = Yn[np.where(alt >= 0, alt, N)]
+            rot_b = np.broadcast_to(rot, (alt.shape[0],) + rot.shape[1:])
+            e_alt = structure_energy(poses, st, rot_b)[:, a]
+            total = delta + STRUCT_WEIGHT * (e_alt - e_struct[a])
+            total = np.where(np.isfinite(total) & changed, total, np.inf)
+            i_best = int(np.argmin(total))
+            if total[i_best] < -min_gain and total[i_best] < best[0]:
+                swap = None if kind[i_best] else (int(ii[i_best]), int(jj[i_best]))
+                best = (float(total[i_best]), (a, alt[i_best], swap))
+        if best[1] is None:
+            break
+        a, new, swap = best[1]
+        rows = a * K + np.arange(K)
+        if swap is not None:
+            swaps.append((int(a), swap[0], swap[1]))
+        else:
+            for k in np.flatnonzero(new != matched[rows]):
+                moves.append((int(a), int(k), int(matched[rows[k]]), int(new[k])))
+        matched[rows] = new
+    return matched, moves, swaps
+
+
+def structure_violations(Y: FloatArray, matched: NDArray[np.int64], st: BodyStructure | None, I: int,
+                         K: int) -> NDArray[np.bool_]:
+    """(I*K,) keypoints in an active rigid pair whose distance is off by more than 3 tolerances."""
+    out = np.zeros(I * K, bool)
+    if st is None or st.rigid.shape[0] == 0 or Y.shape[0] == 0:
+        return out
+    pose = np.where((matched >= 0)[:, None], Y[np.maximum(matched, 0)], np.nan).reshape(I, K, 3)
+    z2 = _rigid_z2(pose, st)  # I, R
+    with np.errstate(invalid="ignore"):
+        bad = (z2 > 9.0) & st.active[None]
+    o = out.reshape(I, K)
+    for r in np.flatnonzero(bad.any(axis=0)):
+        j, k = st.rigid[r]
+        o[bad[:, r], j] = True
+        o[bad[:, r], k] = True
+    return o.reshape(-1)
+
+
+def group_shift(pred: FloatArray, sigma: FloatArray, Y: FloatArray, neighbours: NDArray[np.int64],
+                radius: float, known: NDArray[np.bool_] | None = None) -> tuple[FloatArray, NDArray[np.bool_]]:
+    """Coherent motion: the translation that best carries each keypoint's neighbourhood onto hypotheses.
+
+    A body part that starts, stops or turns abruptly moves all its markers
+    together, and a per-keypoint constant-velocity prediction misses them
+    all by the same vector. For each keypoint ``k`` of each animal the group
+    is ``k`` and its template ``neighbours``; every (member, hypothesis)
+    pair within ``radius`` proposes a translation ``d``; a member supports
+    ``d`` when a hypothesis lies within 2.5 of its ``sigma`` of its
+    prediction moved by ``d``. The translation with the most supporting
+    members (then the smallest) replaces no translation when it has at
+    least two supporters more than none and supports at least two members.
+
+    ``pred`` (I, K, 3), ``sigma`` (I, K); ``known`` (I, K) members whose
+    prediction counts (tracked keypoints). Returns the shifted predictions
+    (I, K, 3) and where a shift was applied (I, K).
+    """
+    I, K, _ = pred.shape
+    out = pred.copy()
+    shifted = np.zeros((I, K), bool)
+    N = Y.shape[0]
+    if N == 0 or neighbours.shape[1] == 0:
+        return out, shifted
+    member = np.zeros((K, K), bool)  # member[k, m]: m is in k's group
+    member[np.arange(K), np.arange(K)] = True
+    member[np.repeat(np.arange(K), neighbours.shape[1]), neighbours.reshape(-1)] = True
+    ok_pred = np.isfinite(pred).all(-1) if known is None else (known & np.isfinite(pred).all(-1))
+    r_in = 2.5 * sigma  # I, K
+    for a in range(I):
+        P = np.where(ok_pred[a][:, None], pred[a], np.nan)
+        d0 = np.linalg.norm(P[:, None, :] - Y[None], axis=-1)  # K, N
+        with np.errstate(invalid="ignore"):
+            inl0 = np.nanmin(np.where(np.isfinite(d0), d0, np.inf), axis=1) < r_in[a]  # K
+        sup0 = member.astype(int) @ inl0.astype(int)  # K: support of no translation
+        size = member.astype(int) @ ok_pred[a].astype(int)
+        need = (size >= 2) & (sup0 < size)
+        if not need.any():
+            continue
+        with np.errstate(invalid="ignore"):
+            jj, hh = np.nonzero(d0 < radius)
+        if jj.size == 0:
+            continue
+        cands = Y[hh] - P[jj]  # C, 3
+        moved = P[None, :, :] + cands[:, None, :]  # C, K, 3
+        dist = np.linalg.norm(moved[:, :, None, :] - Y[None, None], axis=-1).min(axis=2)  # C, K
+        with np.errstate(invalid="ignore"):
+            inl = dist < r_in[a][None, :]  # C, K
+        sup = inl.astype(int) @ member.T.astype(int)  # C, K: support of candidate c for group k
+        valid = member[:, jj].T  # C, K: the candidate comes from a member of group k
+        sup = np.where(valid & need[None, :], sup, -1)
+        length = np.linalg.norm(cands, axis=-1)
+        order = np.lexsort((np.broadcast_to(length[:, None], sup.shape).T, -sup.T))  # per k: best candidate first
+        best = order[:, 0]
+        sb = sup[best, np.arange(K)]
+        apply = need & (sb >= np.maximum(2, sup0 + 2))
+        out[a, apply] = pred[a, apply] + cands[best[apply]]
+        shifted[a, apply] = True
+    return out, shifted
+
+
+def support_costs(geo, blocks, seed_points: FloatArray, threshold: float, same: float, near: float,  # type: ignore[no-untyped-def]
+                  n_views: int) -> tuple[FloatArray, dict[str, Any]]:
+    """How likely a hypothesis seen by ``n`` views is a real marker, measured on the seed frames.
+
+    On each seed frame the candidates are matched across views (as in
+    tracking); a hypothesis within ``same`` of a seed keypoint's 3D point is
+    a marker, one farther from all of them but within ``near`` of one is
+    clutter near the animals (reflections that happen to agree across views,
+    or candidates of two markers mixed). The cost of a hypothesis with
+    ``n`` supporting views is ``-2 log P(marker | n)`` (Laplace-smoothed;
+    counts pooled over ``n`` and more views until at least 10), in the units
+    of the association cost. Returns costs indexed by ``n`` (0..n_views) and
+    the counts.
+    """
+    true = np.zeros(n_views + 1)
+    clutter = np.zeros(n_views + 1)
+    for f, pts_seed in enumerate(seed_points):
+        P = pts_seed.reshape(-1, 3)
+        P = P[np.isfinite(P).all(-1)]
+        if len(P) == 0:
+            continue
+        hyp = geo.match_points(blocks.norm[f], blocks.xy[f], blocks.valid[f], threshold)
+        if hyp.points3d.shape[0] == 0:
+            continue
+        d = np.linalg.norm(hyp.points3d[:, None] - P[None], axis=-1).min(axis=1)
+        n = np.clip(hyp.n_support, 0, n_views)
+        np.add.at(true, n[d <= same], 1)
+        np.add.at(clutter, n[(d > same) & (d <= near)], 1)
+    cost = np.zeros(n_views + 1)
+    for n in range(2, n_views + 1):
+        t, c = true[n:].copy(), clutter[n:].copy()
+        # pool with the better-supported levels until the evidence is enough
+        tt, cc = t[0], c[0]
+        j = 1
+        while tt + cc < 10 and j < len(t):
+            tt += t[j]
+            cc += c[j]
+            j += 1
+        cost[n] = -2.0 * np.log((tt + 1.0) / (tt + cc + 2.0))
+    cost[2:] -= cost[2:].min()
+    return cost, {"marker": true[2:].astype(int).tolist(), "clutter": clutter[2:].astype(int).tolist()}
