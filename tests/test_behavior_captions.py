@@ -49,3 +49,21 @@ def test_schema_is_shared_and_strict():
     assert Caption.model_validate_json(c.model_dump_json()) == c
     with pytest.raises(ValueError):
         Caption.model_validate({**c.model_dump(), "colour": "brown"})
+
+
+def test_following_means_behind_a_moving_animal_ahead():
+    base = dict(speed=1.3, forward_speed=1.3, social_distance=1.2, nose_distance=0.3, partner_speed=1.2, closing_speed=0.0)
+    follow = _cap(**base, bearing=0.4, partner_bearing=2.8)  # it is ahead of me, I am behind it
+    assert follow.social == "following" and follow.contact == "none" and "following" in follow.text
+    side = _cap(**base, bearing=1.9, partner_bearing=1.9)  # side by side, not behind
+    assert side.social != "following"
+    leader = _cap(**base, bearing=2.8, partner_bearing=0.4)  # it follows me
+    assert leader.social == "being followed" and "follow" not in leader.text
+    chase = _cap(**{**base, "speed": 3.4, "forward_speed": 3.4, "partner_speed": 3.3}, bearing=0.2, partner_bearing=2.9)
+    assert chase.social == "chasing" and chase.contact == "none"  # touching while running is part of the chase
+
+
+def test_net_turning_is_preferred_to_sway():
+    # the heading sways (mean angular speed 1.5 rad/s) but does not turn on balance
+    assert _cap(speed=0.1, angular_speed=1.5, turn_rate=0.2).motion != "turning in place"
+    assert _cap(speed=0.1, angular_speed=1.5, turn_rate=1.6).motion == "turning in place"

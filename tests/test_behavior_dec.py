@@ -83,3 +83,19 @@ def test_temporal_self_training_on_sequences(blobs):
     assert adjusted_rand_score(ys, m.labels_) > 0.9
     with pytest.raises(InputError, match="one id per row"):
         DEC(n_clusters=5, temporal_window=3).fit(Xs, sequences=seq[:10])
+
+
+def test_large_inputs_fit_on_a_strided_subsample(blobs):
+    X, y = blobs
+    m = DEC(n_clusters=5, hidden=(32,), latent=5, pretrain_epochs=10, finetune_epochs=2, max_fit_samples=400, seed=0).fit(X)
+    assert m.history_["stride"] == 3 and m.history_["n_samples"] == 400
+    assert m.labels_.shape == (len(X),) and adjusted_rand_score(y, m.labels_) > 0.9
+
+
+def test_latent_initialisation_and_plain_dec(blobs):
+    X, y = blobs
+    m = DEC(n_clusters=5, hidden=(64, 32), latent=5, pretrain_epochs=15, finetune_epochs=3, init="latent",
+            reconstruction_weight=0.0, seed=0).fit(X)
+    assert adjusted_rand_score(y, m.labels_) > 0.8
+    with pytest.raises(ValueError, match="init"):
+        DEC(n_clusters=5, init="random", pretrain_epochs=1).fit(X)

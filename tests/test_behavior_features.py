@@ -152,3 +152,28 @@ def test_window_features_names_and_scaling(toy2):
     assert "speed@0.5s:mean" in w.names and "speed@1s:std" in w.names
     X, frames, animals = w.stacked()
     assert X.shape[0] == 480 and np.all(np.abs(np.median(X, axis=0)) < 1e-3 + 0.2)
+
+
+def test_turn_rate_is_net_turning_not_sway():
+    from ethoscribe.behavior.features import net_turn_rate
+
+    t = np.arange(300) / 30.0
+    sway = 0.3 * np.sin(2 * np.pi * 2.0 * t)  # side to side at 2 Hz, no net turn
+    turn = 2.0 * t  # 2 rad/s
+    assert np.median(net_turn_rate(sway, 30.0)) < 0.3 < 2.0 < np.median(np.abs(np.gradient(sway) * 30))
+    np.testing.assert_allclose(np.median(net_turn_rate(turn, 30.0)), 2.0, rtol=1e-6)
+
+
+def test_groups_of_components_weigh_as_one_feature():
+    from ethoscribe.behavior.features import feature_group
+    from ethoscribe.behavior.video_features import VideoFeatures
+
+    assert feature_group("v0_motion_pc11@1s:mean") == "v0_motion_pc" and feature_group("speed@0.5s:mean") == "speed"
+    rng = np.random.default_rng(0)
+    vals = rng.normal(size=(200, 1, 5))
+    vf = VideoFeatures(values=vals, names=["speed", "pc0", "pc1", "pc2", "pc3"], individuals=["a"], fps=30.0,
+                       valid=np.ones((200, 1), bool))
+    plain = window_features(vf, windows_s=(0.5,), balance_groups=False).values[:, 0]
+    balanced = window_features(vf, windows_s=(0.5,)).values[:, 0]
+    np.testing.assert_allclose(balanced[:, [0, 5]], plain[:, [0, 5]], atol=1e-6)  # scalar feature unchanged
+    np.testing.assert_allclose(balanced[:, 1:5], plain[:, 1:5] / 2, atol=1e-6)  # 4 components: 1/sqrt(4) each

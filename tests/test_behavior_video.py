@@ -63,3 +63,19 @@ def test_cnn_features_on_frames_and_crops(tmp_path):
     tracks = ds["position"].values[:, :, 1, :]
     crops = cnn_features([path], tracks=tracks, individuals=["blob"], image_size=64, crop_px=32, stride=3, n_components=3)
     assert crops.values.shape == (12, 1, 3) and crops.individuals == ["blob"]
+
+
+def test_silhouette_ignores_a_thin_tail():
+    import cv2
+
+    from ethoscribe.behavior.video_features import _silhouettes
+
+    frames = np.full((40, 120, 240), 200, np.uint8)
+    for t in range(40):
+        x = 30 + 4 * t  # moves on: the median background is the floor
+        cv2.ellipse(frames[t], (x, 60), (20, 7), 0.0, 0, 360, 40, -1)  # body: 40 px long
+        cv2.line(frames[t], (x - 20, 60), (x - 55, 60 + (t % 8) - 4), 40, 1)  # a swinging 1-px tail
+    st = _silhouettes(frames, seed=0)
+    length = 4 * np.sqrt(st[:, 3])  # 4 sqrt(mu20) along x
+    assert np.all(np.abs(length - 40) < 6)  # the tail (35 px) would add much more
+    np.testing.assert_allclose(st[:, 2], 60, atol=1.0)  # the centroid does not swing with the tail

@@ -184,3 +184,4 @@ def test_pipeline_accepts_the_llm_merger(tmp_path: Path) -> None:
     assert set(res.label_dictionary["label"]) <= {"walk", "rear", "groom", "untracked"}
     merge_recs = [r for r in res.trace if r["step"] == "merge"]
     assert merge_recs and all(r["merger"] == "llm" and r["source"] == "model" for r in merge_recs)
+    assert res.meta["merger_source"] == "model" and res.meta["caption_sources"] == {"kinematic": len(res.segments[res.segments["cluster"] >= 0])}

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -92,39 +93,48 @@ class Captioner(Protocol):
 
 
 class KinematicThresholds(BaseModel):
-    """Word boundaries of the kinematic captioner (BL = median body length)."""
+    """Word boundaries of the kinematic captioner, in body lengths (BL: the median head-tip to rear distance), seconds and radians.
 
-    still_bl_s: float = 0.3
-    slow_bl_s: float = 1.0
-    fast_bl_s: float = 2.5
-    turn_rad_s: float = 1.0
-    limb_motion_bl_s: float = 0.35
-    small_motion_bl_s: float = 0.12
-    small_motion_energy: float = 2.0
-    limb_motion_energy: float = 4.0
-    upright_pitch_rad: float = 0.6
-    raised_pitch_rad: float = 0.3
-    lowered_pitch_rad: float = -0.15
-    compact_length: float = 0.8
-    stretched_length: float = 1.12
-    bent_rad: float = 0.5
-    contact_bl: float = 0.35
-    close_bl: float = 1.5
-    near_bl: float = 4.0
-    closing_bl_s: float = 0.4
-    aligned_cos: float = 0.6
-    ahead_rad: float = 0.7
+    Generic small-rodent values, not fitted to any data set (a mouse walks at
+    roughly 0.5-2 BL/s and runs above 2.5 BL/s); change them for other
+    species (flies walk at several BL/s).
+    """
+
+    still_bl_s: float = Field(0.3, description="below this speed (BL/s, above the noise floor) the animal is stationary: less than a third of its length per second")
+    slow_bl_s: float = Field(1.0, description="slow below one body length per second")
+    fast_bl_s: float = Field(2.5, description="fast (running) above 2.5 BL/s")
+    turn_rad_s: float = Field(1.0, description="turning when the heading changes by more than 1 rad/s (a quarter turn in 1.5 s), net over 0.5 s when measured")
+    limb_motion_bl_s: float = Field(0.35, description="paws (or the whole skeleton) moving relative to the body faster than 0.35 BL/s: limbs at work")
+    small_motion_bl_s: float = Field(0.12, description="keypoints moving relative to the body faster than 0.12 BL/s: small head and body movements")
+    small_motion_energy: float = Field(2.0, description="video only: motion energy in the body-aligned crop above 2x its noise floor: small movements")
+    limb_motion_energy: float = Field(4.0, description="video only: above 4x its noise floor: vigorous movements in place")
+    upright_pitch_rad: float = Field(0.6, description="3D: rear-to-head axis pitched up more than 0.6 rad (34 deg): upright on the hind legs")
+    raised_pitch_rad: float = Field(0.3, description="3D: more than 0.3 rad (17 deg): front body raised")
+    lowered_pitch_rad: float = Field(-0.15, description="3D: below -0.15 rad: head lowered")
+    compact_length: float = Field(0.8, description="body length below 0.8 of its median: compact, hunched")
+    stretched_length: float = Field(1.12, description="above 1.12 of its median: stretched")
+    bent_rad: float = Field(0.5, description="neck-mid-rear bend above 0.5 rad: bent to one side")
+    contact_bl: float = Field(0.35, description="nose within 0.35 BL of the other animal's nearest keypoint: touching")
+    close_bl: float = Field(1.5, description="centroids within 1.5 BL: close to each other")
+    near_bl: float = Field(4.0, description="within 4 BL: near; farther: far")
+    closing_bl_s: float = Field(0.4, description="distance shrinking (approaching) or growing (moving away) faster than 0.4 BL/s")
+    ahead_rad: float = Field(1.5708, description="the other animal is ahead when it lies within this angle (pi/2: the front half) of the heading")
 
 
 class KinematicCaptioner:
     """Captions from measured features, by the thresholds in :class:`KinematicThresholds`.
 
-    Measures used (when present): speed, forward_speed, lateral_speed,
-    angular_speed, pose_change, paw_motion (each minus its ``noise_``
+    Measures used (when present): speed, forward_speed, turn_rate (else
+    angular_speed), pose_change, paw_motion (speeds minus their ``noise_``
     baseline: the recording's 5th percentile, so keypoint jitter is not
-    described as movement), body_length, bend, pitch, head_height; social:
+    described as movement), body_length, bend, pitch; social:
     social_distance, nose_distance, closing_speed, bearing, partner_bearing,
-    heading_alignment, partner_speed. Video-only snippets have speeds from
+    partner_speed. Social words: *chasing* / *following* when both animals
+    move and the other is ahead while this one is behind it (fast: chasing);
+    *approaching* when the distance shrinks with the other ahead; *moving
+    away*; *being followed*; nose *contact* only when this animal is slower
+    than walking and not following (touching while running is part of the
+    chase). Video-only snippets have speeds from
     the silhouette's track and ``motion_energy`` (in multiples of its noise
     floor) in place of the keypoint motion, and no heights.
     """
@@ -168,8 +178,8 @@ class KinematicCaptioner:
 
         speed = val("speed", noise=True)
         fwd = val("forward_speed")
-        lat = val("lateral_speed")
-        ang = val("angular_speed")
+        # net turning over 0.5 s when measured (the gait's sway cancels), else the mean angular speed
+        ang = val("turn_rate") if "turn_rate" in m else val("angular_speed")
         if video_only:
             # motion energy in the body-aligned crop, in multiples of its noise floor
             me = val("motion_energy", 1.0)
@@ -201,7 +211,6 @@ class KinematicCaptioner:
                 motion, direction = "moving backward", "backward"
             else:
                 motion, direction = "moving sideways", "sideways"
-            del lat
 
         # posture and height
         if pitch is not None:
@@ -226,34 +235,36 @@ class KinematicCaptioner:
         else:
             posture = "normal"
 
-        # social
+        # social: where the other animal is (ahead: within ahead_rad of my heading; I am behind
+        # it when I am outside ahead_rad of its heading) and how both move
         proximity, contact, social = "alone", "none", "none"
         other = s.partner or "the other animal"
         if "social_distance" in m:
             dist = val("social_distance")
             nose = val("nose_distance", dist)
             closing = val("closing_speed")
-            bearing = val("bearing", 3.14)
-            pbear = val("partner_bearing", 3.14)
-            align = val("heading_alignment", 0.0)
+            bearing = val("bearing", math.pi)
+            pbear = val("partner_bearing", math.pi)
             pspeed = max(0.0, val("partner_speed") - float(g("noise_speed", 0.0)))
-            if nose <= t.contact_bl:
-                contact = "nose touching the other animal"
             if dist <= t.close_bl:
                 proximity = "close to the other animal"
             elif dist <= t.near_bl:
                 proximity = "near the other animal"
             else:
                 proximity = "far from the other animal"
-            moving = speed >= t.still_bl_s
-            if moving and pspeed >= t.still_bl_s and align >= t.aligned_cos and bearing <= t.ahead_rad and dist <= t.near_bl:
+            moving, partner_moving = speed >= t.still_bl_s, pspeed >= t.still_bl_s
+            ahead = bearing <= t.ahead_rad
+            behind_it = pbear >= math.pi - t.ahead_rad
+            if moving and partner_moving and ahead and behind_it and dist <= t.near_bl:
                 social = "chasing" if speed >= t.fast_bl_s else "following"
-            elif moving and closing >= t.closing_bl_s and bearing <= t.ahead_rad:
+            elif moving and closing >= t.closing_bl_s and ahead:
                 social = "approaching"
             elif moving and closing <= -t.closing_bl_s and dist <= t.close_bl:
                 social = "moving away"
-            elif pspeed >= t.still_bl_s and align >= t.aligned_cos and pbear <= t.ahead_rad and bearing >= 3.14 - t.ahead_rad and dist <= t.near_bl:
+            elif partner_moving and not ahead and pbear <= t.ahead_rad and dist <= t.near_bl:
                 social = "being followed"
+            if nose <= t.contact_bl and speed < t.slow_bl_s and social not in ("chasing", "following"):
+                contact = "nose touching the other animal"
 
         text = self._sentence(motion, direction, speed_w, posture, height, contact, social, other, speed, ang)
         return Caption(
@@ -298,8 +309,7 @@ class KinematicCaptioner:
         if posture in ("compact", "stretched", "bent"):
             parts.append({"compact": "its body shortened and compact", "stretched": "its body stretched long",
                           "bent": "its body bent to one side"}[posture])
-        if social == "being followed":
-            parts.append(f"while {other} follows behind it")
+        # "being followed" stays in the structured field only: the sentence says what this animal does
         return "The animal " + ", ".join(parts) + "."
 
     def _video(self, s: Snippet) -> Caption:

@@ -40,6 +40,9 @@ head-tip to rear distance, so features are scale free):
 ``lateral_speed``      abs. component across the body axis (BL/s)
 ``acceleration``       abs. tangential acceleration (BL/s^2)
 ``angular_speed``      abs. angular velocity of the heading (rad/s)
+``turn_rate``          abs. net change of the heading over a centred 0.5 s
+                       window, per second (rad/s): turning that lasts, without
+                       the side-to-side sway of the gait
 ``body_length``        head tip to rear distance / BL
 ``bend``               abs. angle between neck->mid and mid->rear (rad;
                        only when the skeleton has a mid-back keypoint)
@@ -419,6 +422,16 @@ def _interp_all(arr: NDArray[np.float64]) -> NDArray[np.float64]:
     return out
 
 
+def net_turn_rate(heading: NDArray[np.float64], fps: float, window_s: float = 0.5) -> NDArray[np.float64]:
+    """abs(heading(t + w/2) - heading(t - w/2)) / w of an unwrapped heading (T, ...), in rad/s; windows clipped at the ends."""
+    T = heading.shape[0]
+    h = max(1, int(round(window_s * fps / 2)))
+    idx = np.arange(T)
+    lo, hi = np.clip(idx - h, 0, T - 1), np.clip(idx + h, 0, T - 1)
+    span = np.maximum(hi - lo, 1) / fps
+    return np.abs(heading[hi] - heading[lo]) / span.reshape((-1,) + (1,) * (heading.ndim - 1))
+
+
 def _angle(u: NDArray[np.float64], v: NDArray[np.float64]) -> NDArray[np.float64]:
     """Unsigned angle between 2D vectors (..., 2)."""
     cross = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
@@ -577,6 +590,7 @@ def compute_pose_features(
     put("acceleration", np.abs(tang) / bl, "BL/s^2")
     heading = np.unwrap(np.arctan2(e_f[:, 1], e_f[:, 0]), axis=0)
     put("angular_speed", np.abs(np.gradient(heading, axis=0) * fps), "rad/s")
+    put("turn_rate", net_turn_rate(heading, fps), "rad/s")
     put("body_length", blen_t / bl, "BL")
     if parts.mid:
         put("bend", _angle(nk[:, :2].transpose(0, 2, 1) - mid[:, :2].transpose(0, 2, 1), mid[:, :2].transpose(0, 2, 1) - rr[:, :2].transpose(0, 2, 1)), "rad")
@@ -644,6 +658,21 @@ def compute_pose_features(
 
 
 # ------------------------------------------------------------ windowing
+def feature_group(name: str) -> str:
+    """The group of a feature column: its base name without the window suffix and a trailing index.
+
+    Columns of one multi-dimensional feature (``motion_pc0``...``motion_pc11``)
+    form one group; :func:`window_features` gives every group the weight of
+    one scalar feature.
+
+    Examples
+    --------
+    >>> feature_group("v0_motion_pc3@0.5s:mean"), feature_group("speed")
+    ('v0_motion_pc', 'speed')
+    """
+    return re.sub(r"\d+$", "", name.split("@")[0])
+
+
 def _rolling_mean(x: NDArray[np.float64], w: int) -> NDArray[np.float64]:
     from scipy.ndimage import uniform_filter1d
 
@@ -656,6 +685,7 @@ def window_features(
     stats: tuple[str, ...] = ("mean",),
     clip: float = 10.0,
     compress: bool = True,
+    balance_groups: bool = True,
 ) -> WindowedFeatures:
     """Multi-scale window statistics of per-frame features, robust-scaled.
 
@@ -673,7 +703,12 @@ def window_features(
     the median and logarithmic in the tails, so that a few extreme behaviours
     (running, rearing) do not dwarf the differences among the common, quiet
     ones (resting, turning, walking); finally values are clipped to
-    +/- ``clip``.
+    +/- ``clip``. With ``balance_groups`` (default), the columns of a
+    multi-dimensional feature (one :func:`feature_group`, e.g. the 12
+    motion-SVD components) are divided by the square root of their number,
+    so that the group weighs in distances as much as one scalar feature
+    (as multiple factor analysis balances groups of variables): otherwise
+    a block of many components would outvote speed, turning or body shape.
 
     ``features`` is anything with ``values`` (T, I, F), ``names``,
     ``individuals``, ``fps`` and ``valid`` (e.g. :class:`PoseFeatures` or
@@ -713,6 +748,11 @@ def window_features(
     if compress:
         z = np.arcsinh(z)
     z = np.clip(z, -clip, clip)
+    if balance_groups:
+        groups = [feature_group(n) for n in names_in]
+        size = {g: groups.count(g) for g in groups}
+        weight = np.array([1.0 / math.sqrt(size[g]) for g in groups] * (len(names) // F))
+        z = z * weight
     z[~valid] = 0.0
     return WindowedFeatures(
         values=z.astype(np.float32), names=names, individuals=list(features.individuals),  # type: ignore[attr-defined]

