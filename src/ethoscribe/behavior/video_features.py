@@ -57,6 +57,7 @@ from numpy.typing import NDArray
 
 from ethoscribe.errors import InputError, VideoError
 from ethoscribe.io.video import VideoReader
+from ethoscribe.progress import progress_bar
 
 
 @dataclass
@@ -141,12 +142,14 @@ def _decode_small(path: Path, T: int, chunk: int = 128, target: int = 200) -> tu
         b = 2**n_half
         h, w = H // b, W // b
         out = np.empty((T, h, w), np.uint8)
-        for first, frames in video.iter_chunks(chunk, stop=T):
-            for j, fr in enumerate(frames):
-                fr = fr[: h * b, : w * b]
-                for k in range(n_half):  # bilinear at exactly half size: the mean of each 2x2 block
-                    fr = cv2.resize(fr, (w * b >> (k + 1), h * b >> (k + 1)), interpolation=cv2.INTER_LINEAR)
-                out[first + j] = fr
+        with progress_bar(T, f"decoding {path.name}") as advance:
+            for first, frames in video.iter_chunks(chunk, stop=T):
+                for j, fr in enumerate(frames):
+                    fr = fr[: h * b, : w * b]
+                    for k in range(n_half):  # bilinear at exactly half size: the mean of each 2x2 block
+                        fr = cv2.resize(fr, (w * b >> (k + 1), h * b >> (k + 1)), interpolation=cv2.INTER_LINEAR)
+                    out[first + j] = fr
+                advance(len(frames))
     return out, b
 
 
@@ -530,19 +533,21 @@ def cnn_features(
                     where.clear()
 
                 pos = {int(t): i for i, t in enumerate(keep)}
-                for first, frames in video.iter_chunks(64, stop=T):
-                    for j, fr in enumerate(frames):
-                        t = first + j
-                        if t not in pos:
-                            continue
-                        for a in range(n_ind):
-                            img = fr if tracks is None else _crop(fr, tracks[t, 0, a], tracks[t, 1, a], half) if np.isfinite(tracks[t, :, a]).all() else np.zeros((2 * half, 2 * half, 3), np.uint8)
-                            img = cv2.resize(img, (image_size, image_size), interpolation=cv2.INTER_AREA)
-                            batch.append((img.astype(np.float32) - mean) / std)
-                            where.append((pos[t], a))
-                            if len(batch) >= batch_size:
-                                flush()
-                flush()
+                with progress_bar(T, f"EfficientNet on {Path(path).name}") as advance:
+                    for first, frames in video.iter_chunks(64, stop=T):
+                        for j, fr in enumerate(frames):
+                            t = first + j
+                            if t not in pos:
+                                continue
+                            for a in range(n_ind):
+                                img = fr if tracks is None else _crop(fr, tracks[t, 0, a], tracks[t, 1, a], half) if np.isfinite(tracks[t, :, a]).all() else np.zeros((2 * half, 2 * half, 3), np.uint8)
+                                img = cv2.resize(img, (image_size, image_size), interpolation=cv2.INTER_AREA)
+                                batch.append((img.astype(np.float32) - mean) / std)
+                                where.append((pos[t], a))
+                                if len(batch) >= batch_size:
+                                    flush()
+                        advance(len(frames))
+                    flush()
             emb_views.append(emb)
     finally:
         torch.set_num_threads(old)

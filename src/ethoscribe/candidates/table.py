@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 
 from ethoscribe.errors import InputError
-from ethoscribe.io.atomic import atomic_path
+from ethoscribe.io.tables import numeric_column, read_table, write_table
+from ethoscribe.io.tables import row_list as _rows
 
 COLUMNS: dict[str, str] = {
     "frame": "int64",
@@ -100,15 +101,7 @@ def validate_candidates(df: pd.DataFrame, source: str | os.PathLike[str] = "cand
                 raise InputError(f"{source}: column 'view' has missing values in row(s) {_rows(col.isna())}")
             out[name] = col.astype(str).astype("category") if col.dtype != "category" else col
             continue
-        try:
-            values = pd.to_numeric(col, errors="raise")
-        except (ValueError, TypeError):
-            raise InputError(f"{source}: column {name!r} holds non-numeric values") from None
-        if dtype == "int64":
-            bad = values.isna() | (values != np.round(values))
-            if bad.any():
-                raise InputError(f"{source}: column {name!r} must hold whole numbers; row(s) {_rows(bad)} do not")
-        out[name] = values.astype(dtype)
+        out[name] = numeric_column(col, name, dtype, source)
     for name in ("x", "y"):
         bad = ~np.isfinite(out[name].to_numpy())
         if bad.any():
@@ -123,12 +116,6 @@ def validate_candidates(df: pd.DataFrame, source: str | os.PathLike[str] = "cand
     return out[[*COLUMNS, *extra]].reset_index(drop=True)
 
 
-def _rows(mask: object, limit: int = 5) -> str:
-    idx = np.flatnonzero(np.asarray(mask))
-    shown = ", ".join(str(i) for i in idx[:limit])
-    return shown + (f" (and {len(idx) - limit} more)" if len(idx) > limit else "")
-
-
 def save_candidates(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Validate ``df`` and write it to a Parquet file atomically; return the path.
 
@@ -139,20 +126,9 @@ def save_candidates(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     >>> load_candidates(p).shape
     (0, 7)
     """
-    path = Path(path)
-    table = validate_candidates(df, path)
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
-    return path
+    return write_table(validate_candidates(df, path), path)
 
 
 def load_candidates(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read and validate a candidates table written by :func:`save_candidates` (or any Parquet file with its columns)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: candidates file not found")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types
-        raise InputError(f"{path}: cannot be read as a Parquet table ({type(exc).__name__}: {exc})") from None
-    return validate_candidates(df, path)
+    return read_table(path, "candidates", validate_candidates)

@@ -74,7 +74,8 @@ import numpy as np
 import pandas as pd
 
 from ethoscribe.errors import InputError
-from ethoscribe.io.atomic import atomic_path
+from ethoscribe.io.tables import numeric_column, read_table, write_table
+from ethoscribe.io.tables import row_list as _rows
 
 COLUMNS: dict[str, str] = {
     "frame": "int64",
@@ -141,12 +142,6 @@ def empty_labels() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in COLUMNS.items()})
 
 
-def _rows(mask: object, limit: int = 5) -> str:
-    idx = np.flatnonzero(np.asarray(mask))
-    shown = ", ".join(str(i) for i in idx[:limit])
-    return shown + (f" (and {len(idx) - limit} more)" if len(idx) > limit else "")
-
-
 def validate_labels(df: pd.DataFrame, source: str | os.PathLike[str] = "labels", dense: bool = True) -> pd.DataFrame:
     """Check a labels table; return it with canonical dtypes, column order and row order.
 
@@ -196,15 +191,7 @@ def validate_labels(df: pd.DataFrame, source: str | os.PathLike[str] = "labels",
                 col = vals
             out[name] = col.astype(bool)
             continue
-        try:
-            values = pd.to_numeric(col, errors="raise")
-        except (ValueError, TypeError):
-            raise InputError(f"{source}: column {name!r} holds non-numeric values") from None
-        if dtype == "int64":
-            bad = values.isna() | (values != np.round(values))
-            if bad.any():
-                raise InputError(f"{source}: column {name!r} must hold whole numbers; row(s) {_rows(bad)} do not")
-        out[name] = values.astype(dtype)
+        out[name] = numeric_column(col, name, dtype, source)
     x, y = out["x"].to_numpy(), out["y"].to_numpy()
     bad = np.isinf(x) | np.isinf(y) | (np.isnan(x) != np.isnan(y))
     if bad.any():
@@ -250,20 +237,9 @@ def validate_labels(df: pd.DataFrame, source: str | os.PathLike[str] = "labels",
 
 def save_labels(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Validate ``df`` and write it to Parquet atomically; return the path."""
-    path = Path(path)
-    table = validate_labels(df, path)
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
-    return path
+    return write_table(validate_labels(df, path), path)
 
 
 def load_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read and validate a labels table written by :func:`save_labels`."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: labels file not found")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several unrelated types
-        raise InputError(f"{path}: cannot be read as a Parquet table ({type(exc).__name__}: {exc})") from None
-    return validate_labels(df, path)
+    return read_table(path, "labels", validate_labels)
