@@ -152,7 +152,9 @@ def shape_context(Y: FloatArray, body: BodyPrior) -> FloatArray:
     off_b = body.body[:, :, None, :] - body.body[:, nb, :]  # I, K, J, 3 (body frame)
     off = np.einsum("aij,akmj->akmi", body.rotation, off_b)  # I, K, J, 3 (world)
     exp = Y[None, None, None, :, :] - off[:, :, :, None, :]  # I, K, J, N, 3: where neighbour j should be
-    d2 = ((exp[..., None, :] - Y[None, None, None, None, :, :]) ** 2).sum(-1)  # I, K, J, N, N'
+    # I, K, J, N, N' squared distances, per coordinate (no (..., N, N', 3) temporaries: 4x faster, same sums)
+    dx, dy, dz = (exp[..., c, None] - Y[:, c] for c in range(3))
+    d2 = dx * dx + dy * dy + dz * dz
     idx = np.arange(N)
     d2[..., idx, idx] = np.inf  # a hypothesis is not its own neighbour
     dmin = d2.min(axis=-1)  # I, K, J, N
@@ -471,17 +473,15 @@ def rigid_context(Y: FloatArray, st: BodyStructure, I: int, K: int) -> FloatArra
         return out
     D = np.linalg.norm(Y[:, None] - Y[None], axis=-1)  # N, N
     np.fill_diagonal(D, np.inf)
+    act = np.flatnonzero(st.active)
+    dist = st.rigid_dist[:, act].T[:, :, None, None]  # A, I, 1, 1
+    z2 = np.min(((D - dist) / st.rigid_sd[act, None, None, None]) ** 2, axis=-1)  # A, I, N: best partner for each h
+    z2 = np.minimum(np.where(np.isfinite(z2), z2, STRUCT_CAP), STRUCT_CAP)
+    # each pair's score goes to both its keypoints, pair by pair (np.add.at adds in this order)
+    ends = st.rigid[act].reshape(-1)  # j0, k0, j1, k1, ...
     tot = np.zeros((I, K, N))
-    cnt = np.zeros(K)
-    for r in np.flatnonzero(st.active):
-        j, k = int(st.rigid[r, 0]), int(st.rigid[r, 1])
-        for a in range(I):
-            z2 = np.min(((D - st.rigid_dist[a, r]) / st.rigid_sd[r]) ** 2, axis=1)  # N: best partner for each h
-            z2 = np.minimum(np.where(np.isfinite(z2), z2, STRUCT_CAP), STRUCT_CAP)
-            tot[a, j] += z2
-            tot[a, k] += z2
-        cnt[j] += 1
-        cnt[k] += 1
+    np.add.at(tot.transpose(1, 0, 2), ends, np.repeat(z2, 2, axis=0))
+    cnt = np.bincount(ends, minlength=K).astype(float)
     has = cnt > 0
     out[:, has] = tot[:, has] / cnt[has][None, :, None]
     return out
@@ -651,7 +651,8 @@ def group_shift(pred: FloatArray, sigma: FloatArray, Y: FloatArray, neighbours: 
             continue
         cands = Y[hh] - P[jj]  # C, 3
         moved = P[None, :, :] + cands[:, None, :]  # C, K, 3
-        dist = np.linalg.norm(moved[:, :, None, :] - Y[None, None], axis=-1).min(axis=2)  # C, K
+        dx, dy, dz = (moved[:, :, c, None] - Y[:, c] for c in range(3))  # C, K, N each (as in shape_context)
+        dist = np.sqrt((dx * dx + dy * dy + dz * dz).min(axis=2))  # C, K
         with np.errstate(invalid="ignore"):
             inl = dist < r_in[a][None, :]  # C, K
         sup = inl.astype(int) @ member.T.astype(int)  # C, K: support of candidate c for group k

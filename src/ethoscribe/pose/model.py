@@ -39,9 +39,10 @@ def kabsch(src: FloatArray, dst: FloatArray, w: FloatArray) -> tuple[FloatArray,
     ``src``, ``dst`` (B, K, 3), ``w`` (B, K) (0 for unusable points). Returns
     R (B, 3, 3) and t (B, 3); NaN where fewer than 3 points have weight.
     """
-    w = np.where(np.isfinite(src).all(-1) & np.isfinite(dst).all(-1), w, 0.0)
-    s = np.nan_to_num(src)
-    d = np.nan_to_num(dst)
+    fs, fd = np.isfinite(src), np.isfinite(dst)
+    w = np.where(fs.all(-1) & fd.all(-1), w, 0.0)
+    s = np.where(fs, src, 0.0)  # unusable points have no weight: any finite value will do
+    d = np.where(fd, dst, 0.0)
     ws = w.sum(axis=1, keepdims=True)
     ok = (np.count_nonzero(w > 0, axis=1) >= 3)
     with np.errstate(invalid="ignore", divide="ignore"):

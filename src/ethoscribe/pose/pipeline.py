@@ -552,6 +552,22 @@ def _r(x: Any, nd: int = 2) -> Any:
     return np.round(np.asarray(x, float), nd).tolist()
 
 
+def _nanmedian(a: np.ndarray, axis: int | None = None, keepdims: bool = False) -> np.ndarray:
+    """``np.nanmedian`` along one axis (all axes for None), the same values (NaN for an all-NaN slice, no warning).
+
+    For small arrays ``np.nanmedian`` goes through masked arrays: measured 160 us a call (three calls per
+    frame, a tenth of the frame loop), against 23 us for this sort and two gathers.
+    """
+    if axis is None:
+        a, axis = np.ravel(a), 0
+    s = np.sort(a, axis=axis)  # NaN last
+    n = np.count_nonzero(~np.isnan(a), axis=axis, keepdims=True)
+    lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0), axis=axis)
+    hi = np.take_along_axis(s, n // 2, axis=axis)
+    med = np.where(n > 0, (lo + hi) / 2.0, np.nan)
+    return med if keepdims else np.squeeze(med, axis=axis)
+
+
 class _Tracker:
     """Runs the four stages frame by frame over one chunk, carrying a :class:`TrackerState`."""
 
@@ -746,10 +762,8 @@ class _Tracker:
         reach = np.maximum(2.0 * cfg.gate * s3, np.minimum(0.25 * st.age, 1.0) * self.size)
         # the animal's envelope: its tracked keypoints' centre, and how far each keypoint can be from it
         tracked = (st.age == 0) & np.isfinite(Xp).all(-1)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            centre = np.nanmedian(np.where(tracked[..., None], Xp, np.nan), axis=1)  # I, 3
-        extent = self.extent[None, :] + np.sqrt(np.nanmedian(s3, axis=1, keepdims=True) ** 2)  # I, K
+        centre = _nanmedian(np.where(tracked[..., None], Xp, np.nan), axis=1)  # I, 3
+        extent = self.extent[None, :] + np.sqrt(_nanmedian(s3, axis=1, keepdims=True) ** 2)  # I, K
         prior = Prior(Xp.reshape(-1, 3), s3.reshape(-1), Xt.reshape(-1, 3), ts3.reshape(-1), (st.age > 0).reshape(-1),
                       reach.reshape(-1), np.repeat(centre, K, axis=0),
                       np.where(tracked.sum(axis=1, keepdims=True) >= 3, extent, np.inf).reshape(-1),
@@ -808,7 +822,7 @@ class _Tracker:
             out.trace.append(json.dumps({
                 "stage": "region", "frame": t, "pass": self.direction, "views": su.views, "reasoner": self.reasoner_name,
                 "input": {"predicted_keypoints": int(np.isfinite(pred_px[..., 0]).sum()),
-                          "lost_keypoints": int((st.age > 0).sum()), "sigma_px_median": round(float(np.nanmedian(sig_px)), 2)},
+                          "lost_keypoints": int((st.age > 0).sum()), "sigma_px_median": round(float(_nanmedian(sig_px)), 2)},
                 "answer": {"boxes": _r(boxes.boxes, 1)},
                 "verification": {"boxes": nb, "candidates": int(blk.valid[f].sum())},
             }))
@@ -912,7 +926,7 @@ class _Tracker:
             # wrong associations cannot inflate the scale (which would open the gates to more of them)
             use = conf & tracked_before
             ceiling = cfg.max_sigma_fraction * self.size
-            floor = self.sigma_px / max(float(np.nanmedian(self._ppu_typ())), 1e-9)
+            floor = self.sigma_px / max(self._ppu_typ(), 1e-9)
             with np.errstate(invalid="ignore"):
                 r2 = np.minimum(resid ** 2, (RESID_CLIP * base) ** 2)
                 cnt = use.sum(axis=0)

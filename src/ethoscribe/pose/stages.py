@@ -186,34 +186,24 @@ def _associate(cost: FloatArray, support: NDArray[np.int64], none_cost: float, r
     from ethoscribe.pose.reasoner import _hungarian_with_none
 
     cost = cost.copy()
-    V = support.shape[0]
     for it in range(rounds + 1):
         choice, c = _hungarian_with_none(cost, none_cost)
         rows = np.flatnonzero(choice >= 0)
         if rows.size < 2:
             return choice
         sup = support[:, choice[rows]]  # V, R
-        clash_rows: set[int] = set()
-        for v in range(V):
-            col = sup[v]
-            ok = col >= 0
-            if ok.sum() < 2:
-                continue
-            vals, inv, cnt = np.unique(col[ok], return_inverse=True, return_counts=True)
-            if (cnt < 2).all():
-                continue
-            rr = rows[ok]
-            for g in np.flatnonzero(cnt > 1):
-                members = rr[inv == g]
-                worst = members[np.argsort(c[members])[1:]]  # all but the cheapest
-                clash_rows.update(int(r) for r in worst)
-        if not clash_rows:
+        # rows sharing a candidate in some view: all but the cheapest clash (equal costs: the first row wins)
+        same = (sup[:, :, None] == sup[:, None, :]) & (sup >= 0)[:, :, None]  # V, R, R
+        cr = c[rows]
+        order = np.arange(rows.size)
+        beaten = (cr[None, :] < cr[:, None]) | ((cr[None, :] == cr[:, None]) & (order[None, :] < order[:, None]))
+        clash_rows = rows[(same & beaten[None]).any(axis=(0, 2))]
+        if not clash_rows.size:
             return choice
-        for r in clash_rows:
-            if it == rounds:
-                choice[r] = -1
-            else:
-                cost[r, choice[r]] = np.inf
+        if it == rounds:
+            choice[clash_rows] = -1
+        else:
+            cost[clash_rows, choice[clash_rows]] = np.inf
     return choice
 
 
@@ -247,7 +237,7 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
     P = matched.shape[0]
     rows = np.flatnonzero(matched >= 0)
     Xm = pts.points3d[matched[rows]]
-    proj, _ = geo.project(Xm)  # V, G, 2
+    proj = pts.projected[:, matched[rows]]  # V, G, 2
     cand = np.full((V, P), -1, np.int64)
     evidence = np.zeros((V, P), bool)  # views where the point's spot is shared with another point
     t2 = threshold ** 2
@@ -264,18 +254,19 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
     shared = (near & overlap[:, :, None]).sum(axis=1) >= 2  # V, M
     n_row = near.sum(axis=2)
     n_col = near.sum(axis=1)
-    for v in range(V):
-        if not near[v].any():
-            continue
-        if (n_row[v] <= 1).all() and (n_col[v] <= 1).all():  # nothing contested: the one spot within reach
-            g, m = np.nonzero(near[v])
-        else:
-            sub_r = np.flatnonzero(n_row[v] > 0)
-            sub_c = np.flatnonzero(n_col[v] > 0)
-            c = np.where(near[v][np.ix_(sub_r, sub_c)], d2[v][np.ix_(sub_r, sub_c)], np.inf)
-            choice, _ = _hungarian_with_none(c, t2)
-            ok = choice >= 0
-            g, m = sub_r[ok], sub_c[choice[ok]]
+    has = near.any(axis=(1, 2))
+    simple = (n_row <= 1).all(axis=1) & (n_col <= 1).all(axis=1)
+    # views where nothing is contested: each point takes the one spot within reach (all such views at once)
+    vs, g, m = np.nonzero(near & (has & simple)[:, None, None])
+    cand[vs, rows[g]] = m
+    evidence[vs, rows[g]] = shared[vs, m]
+    for v in np.flatnonzero(has & ~simple):
+        sub_r = np.flatnonzero(n_row[v] > 0)
+        sub_c = np.flatnonzero(n_col[v] > 0)
+        c = np.where(near[v][np.ix_(sub_r, sub_c)], d2[v][np.ix_(sub_r, sub_c)], np.inf)
+        choice, _ = _hungarian_with_none(c, t2)
+        ok = choice >= 0
+        g, m = sub_r[ok], sub_c[choice[ok]]
         cand[v, rows[g]] = m
         evidence[v, rows[g]] = shared[v, m]
     # triangulate again from the labels, where they differ from the hypothesis' own support
@@ -464,13 +455,13 @@ def refine_frame(
     if changed.any():
         kinds = []
         sym = {frozenset(s) for s in ctx.symmetry}
-        owner = {}
-        for v, p in zip(*np.nonzero(reasoner >= 0)):
-            owner[(int(v), int(reasoner[v, p]))] = int(p)
-        for v, p in zip(*np.nonzero(changed)):
+        vc, pc = np.nonzero(changed)
+        # the keypoint the reasoner gave each new candidate to (the last one, if several), -1: none
+        hit = reasoner[vc] == cand[vc, pc][:, None]  # changed, P
+        owner = np.where(hit.any(axis=1), P - 1 - np.argmax(hit[:, ::-1], axis=1), -1)
+        for v, p, prev in zip(vc.tolist(), pc.tolist(), owner.tolist()):
             c = int(cand[v, p])
-            prev = owner.get((int(v), c))
-            if prev is None:
+            if prev < 0:
                 kind = "other_candidate"
             elif prev // K != p // K:
                 kind = "identity_swap"
@@ -491,10 +482,18 @@ def refine_frame(
     got = matched >= 0
     if N:
         X[got] = pts.points3d[matched[got]]
+    # its reprojection: the hypothesis' (projected once per frame) unless the labels moved the point
+    proj = np.full((V, P, 2), np.nan)
+    from_pts = got.copy()
     if X_ref is not None:
         X = np.where(np.isfinite(X_ref), X_ref, X)
+        from_pts &= ~np.isfinite(X_ref).any(axis=-1)
+        moved = np.isfinite(X).any(axis=-1) & ~from_pts
+        if moved.any():
+            proj[:, moved] = geo.project(X[moved])[0]
+    if N:
+        proj[:, from_pts] = pts.projected[:, matched[from_pts]]
     lab_px = _gather(xy, cand)
-    proj, _ = geo.project(X)
     dd = proj - lab_px
     err_all = np.sqrt(dd[..., 0] ** 2 + dd[..., 1] ** 2)
     inl = np.zeros((V, P), bool)
