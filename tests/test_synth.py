@@ -146,6 +146,17 @@ def test_body_size_and_speeds_are_those_of_a_mouse(script) -> None:
         assert np.nanmax(np.abs(kp[..., :2])) <= 201
 
 
+def test_walking_and_running_get_somewhere() -> None:
+    """A walking mouse that meets a corner head-on turns out of it instead of stepping in place (net speed over 1 s)."""
+    for seed in (0, 1):
+        sc = make_script(1, 3000, FPS, 400.0, np.random.default_rng(seed), [MouseShape()])
+        xy = sc.motions()[0].keypoints[:, KP["back_front"], :2]
+        idx = np.arange(len(xy))
+        net = np.linalg.norm(xy[np.minimum(idx + 15, len(xy) - 1)] - xy[np.maximum(idx - 15, 0)], axis=-1)  # mm in ~1 s
+        moving = np.isin(sc.labels[:, 0], ["walk", "run"])
+        assert (net[moving] < 20).mean() < 0.05
+
+
 def test_turns_rears_and_grooming(script) -> None:
     sc, motions = script
     for i, m in enumerate(motions):

@@ -138,7 +138,7 @@ def _smooth(x: NDArray[np.float64], tau: float, fps: float, passes: int = 2) -> 
 
 class _Agent:
     __slots__ = ("i", "shape", "L", "x", "y", "h", "v", "w", "beh", "start", "end", "partner", "goal", "role",
-                 "vb", "wb", "alpha", "fg", "ou_w", "ou_v", "ou_head")
+                 "vb", "wb", "alpha", "fg", "ou_w", "ou_v", "ou_head", "wall_turn")
 
     def __init__(self, i: int, shape: MouseShape, x: float, y: float, h: float) -> None:
         self.i = i
@@ -160,6 +160,7 @@ class _Agent:
         self.ou_w = 0.0
         self.ou_v = 0.0
         self.ou_head = 0.0
+        self.wall_turn = 0.0  # the side it turns away from a wall it faces head-on (kept until clear of the wall)
 
     def nose(self) -> tuple[float, float]:
         return self.x + 0.55 * self.L * math.cos(self.h), self.y + 0.55 * self.L * math.sin(self.h)
@@ -327,11 +328,17 @@ class _Simulator:
         push_y = (lim - py if py > lim else 0.0) + (-lim - py if py < -lim else 0.0)
         mag = math.hypot(push_x, push_y)
         if mag < 1e-9:
+            a.wall_turn = 0.0
             return 0.0, 1.0
         r = math.hypot(a.x, a.y) + 1e-9
         dx = c * look + 2.5 * push_x - 0.4 * mag * a.x / r
         dy = s * look + 2.5 * push_y - 0.4 * mag * a.y / r
         err = _wrap(math.atan2(dy, dx) - a.h)
+        # facing a corner head-on, the way out is behind and err flips between +pi and -pi from step to step:
+        # keep turning to the side chosen first, as a mouse does, instead of stepping in place
+        if abs(err) > 0.8 * math.pi and a.wall_turn:
+            err = math.copysign(abs(err), a.wall_turn)
+        a.wall_turn = math.copysign(1.0, err)
         return 5.0 * err, max(0.5, 1.0 - 0.6 * mag / look)
 
     def _avoid(self, a: _Agent) -> float:
