@@ -42,6 +42,27 @@ def test_turn_groom_rear_and_social_words():
     assert approach.social == "approaching"
 
 
+def test_forward_motion_on_a_bend_is_worded_as_curving_not_turning():
+    curve = _cap(speed=1.2, forward_speed=1.15, turn_rate=1.5, bend=0.6)
+    assert (curve.motion, curve.direction) == ("moving forward", "turning")
+    assert "curving" in curve.text and "turn" not in curve.text
+    spin = _cap(speed=0.1, forward_speed=0.0, turn_rate=2.0, bend=0.6)
+    assert spin.motion == "turning in place" and "turns" in spin.text
+
+
+def test_a_curved_walk_is_named_walk_and_a_turn_in_place_turn():
+    import numpy as np
+
+    from ethoscribe.behavior.merge import ClusterSummary, EmbeddingMerger
+
+    def summary(k, **measures):
+        return ClusterSummary(cluster=k, captions=[_cap(**measures)], durations=[2.0], centroid=np.full(3, float(k)), n_frames=60)
+
+    curve = summary(0, speed=1.2, forward_speed=1.15, turn_rate=1.5, bend=0.6, pitch=0.0)
+    spin = summary(1, speed=0.1, forward_speed=0.0, turn_rate=2.0, bend=0.6, pitch=0.0)
+    assert EmbeddingMerger().merge([curve, spin]).cluster_to_label == {0: "walk", 1: "turn"}
+
+
 def test_schema_is_shared_and_strict():
     assert isinstance(KinematicCaptioner(), Captioner)
     assert set(CAPTION_JSON_SCHEMA["required"]) >= {"posture", "motion", "direction", "speed", "height", "proximity", "contact", "text"}

@@ -129,8 +129,12 @@ class KinematicCaptioner:
     baseline: the recording's 5th percentile, so keypoint jitter is not
     described as movement), body_length, bend, pitch; social:
     social_distance, nose_distance, closing_speed, bearing, partner_bearing,
-    partner_speed. Social words: *chasing* / *following* when both animals
-    move and the other is ahead while this one is behind it (fast: chasing);
+    partner_speed. Turning is worded by what the body does: *turns ... in
+    place* when it barely moves, and *curving* (never "turning") when it moves
+    forward on a bend, which is a curved walk or run, not a turn (the
+    structured ``direction`` is ``"turning"`` in both). Social words:
+    *chasing* / *following* when both animals move and the other is ahead
+    while this one is behind it (fast: chasing);
     *approaching* when the distance shrinks with the other ahead; *moving
     away*; *being followed*; nose *contact* only when this animal is slower
     than walking and not following (touching while running is part of the
@@ -298,7 +302,8 @@ class KinematicCaptioner:
             parts.append("stays in place")
         elif not social.startswith(("chas", "follow")):
             pace = {"slow": "slowly, at a slow walking pace", "moderate": "at a walking pace", "fast": "fast, at a running pace"}[speed_w]
-            turn = ", turning" if direction == "turning" else ""
+            # forward motion on a curve is a walk or run that bends, not a turn in place
+            turn = ", curving" if direction == "turning" else ""
             parts.append(f"{motion.replace('moving', 'moves')} {pace}{turn} ({speed:.1f} body lengths/s)")
         if height == "upright on hind legs":
             parts.append("standing upright on its hind legs with its head raised high")
