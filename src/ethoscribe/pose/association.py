@@ -170,13 +170,15 @@ def shape_context(Y: FloatArray, body: BodyPrior) -> FloatArray:
 
 
 def association_cost(ctx, reasoner: NDArray[np.int64], pts, prior, body: BodyPrior | None,  # type: ignore[no-untyped-def]
-                     gate2: float, structure: BodyStructure | None = None) -> FloatArray:
+                     gate2: float, structure: BodyStructure | None = None,
+                     shape: FloatArray | None = None) -> FloatArray:
     """(P, N) cost of each keypoint (P = I*K, animal-major) on each hypothesis; inf where not admissible.
 
     ``reasoner`` (V, P) the reasoner's candidate per view and keypoint;
     ``pts`` the frame's :class:`~ethoscribe.pose.geometry.MarkerPoints`;
     ``prior`` a :class:`~ethoscribe.pose.stages.Prior` or None (then only
-    the support and the reasoner's agreement count).
+    the support and the reasoner's agreement count); ``shape`` the
+    :func:`shape_context` (P, N) if already computed (from ``body``).
     """
     V, I, K, _ = ctx.shape
     P = I * K
@@ -186,7 +188,7 @@ def association_cost(ctx, reasoner: NDArray[np.int64], pts, prior, body: BodyPri
     admissible = np.ones((P, N), bool)
     shape_ok = np.zeros((P, N), bool)
     if body is not None:
-        sc = shape_context(Y, body).reshape(P, N)
+        sc = shape_context(Y, body).reshape(P, N) if shape is None else shape
         has = np.isfinite(sc)
         cost += SHAPE_WEIGHT * np.where(has, sc, 0.0)
         shape_ok = has & (sc <= 2.0)
@@ -317,6 +319,11 @@ class BodyStructure:
         on every seed by a wide margin (:func:`order_pairs`), the long axis
         (I, 3) in the seed template's frame, and the distance in reverse order
         that costs 1.
+    order_active
+        (O,) order pairs still considered ordered (None: all). Three seeds can
+        show two keypoints in the same order by chance (the front paws in
+        mid-stride); the tracker drops a pair that the tracked frames show
+        reversed (:func:`order_reversed`), as it drops rigid pairs that vary.
     """
 
     rigid: NDArray[np.int64]
@@ -331,6 +338,24 @@ class BodyStructure:
     order: NDArray[np.int64] | None = None
     forward: FloatArray | None = None
     order_scale: float = float("nan")
+    order_active: NDArray[np.bool_] | None = None
+
+
+def order_reversed(Y: FloatArray, st: BodyStructure) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Which order pairs poses Y (I, K, 3) (NaN unknown) measure, and which of those they show reversed: (I, O) each.
+
+    The body's long axis comes from the seed template fitted to the pose
+    (all order pairs, active or not, are judged).
+    """
+    I = Y.shape[0]
+    O = 0 if st.order is None else len(st.order)
+    if O == 0 or st.forward is None:
+        return np.zeros((I, O), bool), np.zeros((I, O), bool)
+    rotation = _fit_frames(Y[None], st)[0][0]
+    fw = np.einsum("aij,aj->ai", rotation, st.forward)
+    d = np.einsum("aoi,ai->ao", Y[:, st.order[:, 0], :] - Y[:, st.order[:, 1], :], fw)
+    seen = np.isfinite(d)
+    return seen, seen & (d < 0)
 
 
 def order_pairs(seed_xyz: FloatArray, template: FloatArray, size: float,
@@ -338,7 +363,10 @@ def order_pairs(seed_xyz: FloatArray, template: FloatArray, size: float,
     """Keypoint pairs whose order along the body's long axis was the same, by a wide margin, on every seed.
 
     The long axis of each animal is its seed template's first principal
-    axis. A pair (j, k) is kept, j in front, when on every seed frame
+    axis, pointing the same way along the body for every animal (the first
+    animal's direction: the sign of a principal axis is arbitrary, and
+    animals whose axes pointed opposite ways would agree on no pair). A
+    pair (j, k) is kept, j in front, when on every seed frame
     (aligned to the template) j lies ahead of k by more than
     ``min_fraction`` of the animal's size: far enough apart along the body
     that no posture reverses them (front and hind paws, head and tail), not
@@ -350,6 +378,7 @@ def order_pairs(seed_xyz: FloatArray, template: FloatArray, size: float,
     S, I, K, _ = seed_xyz.shape
     axes = np.full((I, 3), np.nan)
     offs = np.full((S, I, K), np.nan)
+    ref: FloatArray | None = None  # the first animal's keypoints along its axis (centred)
     for a in range(I):
         tpl = template[a]
         ok = np.isfinite(tpl).all(-1)
@@ -357,6 +386,12 @@ def order_pairs(seed_xyz: FloatArray, template: FloatArray, size: float,
             continue
         c = tpl[ok] - tpl[ok].mean(axis=0)
         _, _, vt = np.linalg.svd(c, full_matrices=False)
+        along = np.full(K, np.nan)
+        along[ok] = c @ vt[0]
+        if ref is None:
+            ref = along
+        elif np.nansum(along * ref) < 0:
+            vt[0], along = -vt[0], -along
         axes[a] = vt[0]
         r, t = kabsch(np.broadcast_to(tpl, (S, K, 3)), seed_xyz[:, a], np.isfinite(seed_xyz[:, a]).all(-1).astype(float))
         local = np.einsum("sji,skj->ski", r, seed_xyz[:, a] - t[:, None])  # seeds in the template frame
@@ -423,8 +458,9 @@ def structure_energy(Y: FloatArray, st: BodyStructure, rotation: FloatArray | No
 
     Each active rigid pair costs its squared standard score beyond 4 (two
     tolerances; capped at ``STRUCT_CAP``); each left/right pair whose points are on the wrong
-    sides of each other by ``d`` costs ``(d / side_scale)^2`` (capped). The
-    body's left-right axis comes from ``rotation`` (I, 3, 3), the seed
+    sides of each other by ``d`` costs ``(d / side_scale)^2`` (capped), and so
+    does each active front/back pair in reverse order by ``d``, in units of
+    ``order_scale``. The body's axes come from ``rotation`` (I, 3, 3), the seed
     template's frame fitted to the pose (fitted here if not given).
     """
     z2 = _rigid_z2(Y, st)
@@ -437,7 +473,10 @@ def structure_energy(Y: FloatArray, st: BodyStructure, rotation: FloatArray | No
         fw = np.einsum("...ij,...j->...i", rotation, np.broadcast_to(st.forward, rotation.shape[:-1]))
         d = np.einsum("...oi,...i->...o", Y[..., st.order[:, 0], :] - Y[..., st.order[:, 1], :], fw)
         wrong = np.where(np.isfinite(d), np.maximum(-d, 0.0), 0.0)
-        e = e + np.minimum((wrong / max(st.order_scale, 1e-9)) ** 2, STRUCT_CAP).sum(axis=-1)
+        e_o = np.minimum((wrong / max(st.order_scale, 1e-9)) ** 2, STRUCT_CAP)
+        if st.order_active is not None:
+            e_o = np.where(st.order_active, e_o, 0.0)
+        e = e + e_o.sum(axis=-1)
     if st.pairs and np.isfinite(st.lateral).any():
         if rotation is None:
             rotation = _fit_frames(Y.reshape((-1,) + Y.shape[-3:]), st)[0].reshape(Y.shape[:-2] + (3, 3))
@@ -501,7 +540,9 @@ def repair(cost: FloatArray, matched: NDArray[np.int64], Y: FloatArray, support:
       no argument here (both tracks continue as they were; only their names
       change), so the move is scored by the structure energy and the
       label-specific evidence ``semantic`` (P, N) (a pose model's names,
-      the reasoner's choice);
+      the reasoner's choice, and where the keypoint's body neighbours are:
+      the shape context, without which an ear and a paw would exchange
+      names to put a paw in front of another);
     - **reassign**: a keypoint takes a hypothesis no one holds (and that
       shares no candidate with a held one), or none, scored by the full
       association ``cost`` (P, N) plus the structure energy.

@@ -178,6 +178,9 @@ class TrackerState:
         the :class:`~ethoscribe.pose.association.BodyStructure` was measured,
         and in which its distance was off; a pair found off too often is
         not rigid after all.
+    order_seen, order_off
+        (O,) the same for the front/back order pairs: confident frames that
+        measured each pair, and those that showed it reversed.
     last_frame
         The frame processed last (-1 before the first).
     """
@@ -197,6 +200,8 @@ class TrackerState:
     rel_sigma: FloatArray
     rigid_seen: FloatArray
     rigid_off: FloatArray
+    order_seen: FloatArray
+    order_off: FloatArray
     last_frame: int = -1
 
     def copy(self) -> TrackerState:

@@ -38,8 +38,9 @@ from it. Per frame:
    view by view; views where a point has no candidate get its reprojection.
 
 Only confidently associated keypoints teach the tracker (its online
-template, its residual scales, whether seed-rigid pairs stay rigid): a
-wrong identity must not become the model that keeps it.
+template, its residual scales, whether seed-rigid pairs stay rigid and
+seed-ordered pairs ordered): a wrong identity must not become the model
+that keeps it.
 
 The two passes are then reconciled keypoint by keypoint
 (:func:`~ethoscribe.pose.outputs.merge_passes`): where they agree the labels
@@ -83,6 +84,7 @@ from ethoscribe.pose.association import (
     support_costs,
     lateral_axis,
     order_pairs,
+    order_reversed,
     rigid_pairs,
     template_neighbours,
 )
@@ -105,12 +107,13 @@ RESID_CLIP = 2.5
 #: a seed-rigid pair is used once confirmed in RIGID_MIN_SEEN confident frames, as long as its distance was off
 #: (beyond 3 tolerances) in at most RIGID_MAX_OFF of all the confident frames that measured it: a truly rigid pair is
 #: off only when an identity is wrong (which it then repairs); a pair that merely looked rigid on the seeds varies
-#: with the animal's posture and is dropped for good
+#: with the animal's posture and is dropped for good. Front/back order pairs are confirmed the same way (off:
+#: reversed): the front paws can be in the same order on three seeds by chance
 RIGID_MIN_SEEN = 20.0
 #: association margin recorded for seed labels (a person's label: beyond doubt)
 SEED_MARGIN = 99.0
 RIGID_MAX_OFF = 0.05
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 
 @dataclass
@@ -449,12 +452,14 @@ def _initial_state(su: _Setup, seed_index: int, suspect: np.ndarray) -> TrackerS
     placed = su.template.place(np.where(ok[..., None], X, np.nan))
     X = np.where(ok[..., None], X, placed)
     sigma = np.full(K, su.config.initial_sigma_fraction * su.template.size)
+    n_order = 0 if su.structure.order is None else len(su.structure.order)
     return TrackerState(
         position=X, velocity=np.zeros((I, K, 3)), age=np.where(ok, 0, 1).astype(np.int64), sigma=sigma,
         sigma_slow=sigma.copy(), body=su.template.shape.copy(),
         bias=su.bias0.copy(), suspect=su.check.suspect.copy() | suspect, cam_labels=np.zeros(len(su.views), np.int64),
         cam_outliers=np.zeros(len(su.views), np.int64), chain_seed=ok.copy(), chain_len=np.zeros((I, K), np.int64),
         rel_sigma=sigma.copy(), rigid_seen=np.zeros(len(su.structure.rigid)), rigid_off=np.zeros(len(su.structure.rigid)),
+        order_seen=np.zeros(n_order), order_off=np.zeros(n_order),
         last_frame=int(su.seeds.frames[seed_index]),
     )
 
@@ -909,9 +914,10 @@ class _Tracker:
             local = np.einsum("aji,akj->aki", r, X - tr[:, None])  # R^T (X - t)
             st.body = np.where((conf & ok[:, None])[..., None] & np.isfinite(local), local, st.body)
         bs = self.su.structure
-        if sig is not None and bs is not None and len(bs.rigid) and proposed is not None:
-            # whether the seed-rigid pairs stay rigid is judged on what the association proposed before the
-            # structure repair (which would otherwise hide the very frames that disprove a pair)
+        if sig is not None and bs is not None and proposed is not None:
+            # whether the seed-rigid pairs stay rigid (and the seed-ordered ones ordered) is judged on what the
+            # association proposed before the structure repair (which would otherwise hide the very frames that
+            # disprove a pair)
             a_, b_ = bs.rigid[:, 0], bs.rigid[:, 1]
             pok = np.isfinite(proposed).all(-1)
             both = pok[:, a_] & pok[:, b_]  # I, R
@@ -920,6 +926,9 @@ class _Tracker:
                 off = both & (np.abs(d - bs.rigid_dist) > 3.0 * bs.rigid_sd)
             st.rigid_seen = st.rigid_seen + both.sum(axis=0)
             st.rigid_off = st.rigid_off + off.sum(axis=0)
+            seen_o, rev_o = order_reversed(proposed, bs)
+            st.order_seen = st.order_seen + seen_o.sum(axis=0)
+            st.order_off = st.order_off + rev_o.sum(axis=0)
         if sig is not None:
             # residual scales (3D RMS): robust running estimates, from keypoints tracked in the previous frame and
             # confidently associated now; each squared residual is clipped at RESID_CLIP current scales, so a few
@@ -946,13 +955,14 @@ class _Tracker:
         st.last_frame = int(t)
 
     def _structure(self, st: TrackerState) -> BodyStructure | None:
-        """The body structure with the rigid pairs the recently tracked frames confirm."""
+        """The body structure with the rigid and the front/back order pairs the tracked frames confirm."""
         from dataclasses import replace
 
         bs = self.su.structure
         if bs is None:
             return None
-        return replace(bs, active=(st.rigid_seen >= RIGID_MIN_SEEN) & (st.rigid_off <= RIGID_MAX_OFF * st.rigid_seen))
+        return replace(bs, active=(st.rigid_seen >= RIGID_MIN_SEEN) & (st.rigid_off <= RIGID_MAX_OFF * st.rigid_seen),
+                       order_active=(st.order_seen >= RIGID_MIN_SEEN) & (st.order_off <= RIGID_MAX_OFF * st.order_seen))
 
     _ppu_cache: float | None = None
 
@@ -1078,6 +1088,7 @@ def run_pose(
                     st_bw.sigma, st_bw.sigma_slow = base.sigma.copy(), base.sigma_slow.copy()
                     st_bw.rel_sigma = base.rel_sigma.copy()
                     st_bw.rigid_seen, st_bw.rigid_off = base.rigid_seen.copy(), base.rigid_off.copy()
+                    st_bw.order_seen, st_bw.order_off = base.order_seen.copy(), base.order_off.copy()
                 st = st_bw
             tl = time.perf_counter()
             cl = time.process_time()

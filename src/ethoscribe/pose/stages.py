@@ -33,6 +33,7 @@ from ethoscribe.pose.association import (
     confident_points,
     repair,
     semantic_cost,
+    shape_context,
     structure_violations,
 )
 from ethoscribe.pose.geometry import FrameGeometry, MarkerPoints, Triangulation
@@ -409,7 +410,8 @@ def refine_frame(
     pre_matched = np.full(P, -1, np.int64)
     pre_conf = np.zeros(P, bool)
     if N:
-        cost = association_cost(ctx, reasoner, pts, prior, body, gate2, structure)
+        shape = shape_context(pts.points3d, body).reshape(P, N) if body is not None else None
+        cost = association_cost(ctx, reasoner, pts, prior, body, gate2, structure, shape)
         matched = _associate(cost, pts.support, gate2)
         got = matched >= 0
         cand[:, got] = pts.support[:, matched[got]]
@@ -418,8 +420,10 @@ def refine_frame(
         margin = association_margin(cost, matched, gate2, pts.points3d, same)
         pre_conf = confident_points(matched, margin, pts.n_support, int(use_views.sum()))
         if structure is not None and association.REPAIR:
-            new_m, moves, swaps = repair(cost, matched, pts.points3d, pts.support, structure, I, K, gate2,
-                                         semantic_cost(ctx, reasoner, pts))
+            evidence_k = semantic_cost(ctx, reasoner, pts)  # what names a hypothesis, whatever the motion
+            if shape is not None:
+                evidence_k = evidence_k + association.SHAPE_WEIGHT * np.where(np.isfinite(shape), shape, 0.0)
+            new_m, moves, swaps = repair(cost, matched, pts.points3d, pts.support, structure, I, K, gate2, evidence_k)
             if moves or swaps:
                 matched = new_m
                 cand[:] = -1
