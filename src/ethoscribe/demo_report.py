@@ -82,7 +82,8 @@ def accuracy_section(session: Any, truth: Any, pose: Any, behavior: Any) -> Sect
     d2 = np.linalg.norm(labels2d - truth.position2d, axis=-1)  # (C, T, K, I)
     visible = truth.visible
     within5 = float(np.mean(d2[visible] <= 5.0)) if visible.any() else float("nan")
-    flagged = pose.labels["flag"].to_numpy()
+    labelled = np.isfinite(pose.labels["x"].to_numpy())
+    flagged = pose.labels["flag"].to_numpy()[labelled]  # as the overview counts: among the labels given
     scores = evaluate_behavior(behavior.label_table(), truth.behaviour.rename(columns={"behaviour": "label"})[["frame", "individual", "label"]])
 
     e = err[np.isfinite(err)]
