@@ -25,20 +25,27 @@ it is *doubtful*, worth a person's look:
 - ``few_views``: the 3D point rests on fewer than ``verified_views`` agreeing
   views; flagged only when that support is genuinely weak: a single view
   (nothing checked it), or a confidence below 0.5;
-- ``conflict``: the keypoint lost its marker to another keypoint when the two
-  tracking passes were reconciled, or the label lost or won a candidate
-  claimed twice and geometry did not confirm it (always flagged);
+- ``conflict``: two keypoints claimed one marker when the two tracking
+  passes were reconciled: the keypoint that let go of it (its labels, if
+  any, are ``predicted`` and flagged by their confidence), and the one that
+  kept it, flagged unless both passes put it there (the tie-break between
+  the claims is no evidence of which is right); or the label lost or won a
+  candidate claimed twice and geometry did not confirm it (flagged);
 - ``passes_disagree``: the two tracking passes put the keypoint on different
   markers and the one whose track joins the agreed track without a jump was
-  taken (informational: the confidence says how decisive that was);
+  taken, or the other pass followed a marker that another keypoint holds
+  (that pass is explained away) (informational: the confidence says how
+  decisive that was);
 - ``reprojected``: no candidate in this view: the label is the reprojection of
   the 3D point. Every reprojected label carries it; it is flagged only when
-  doubtful: its 3D point is ``predicted``, or its confidence (which counts
-  the support of the point: fewer than ``verified_views`` views not
-  confirmed by both passes lower it) is below 0.5;
+  doubtful: its confidence (which counts the support of the point: fewer
+  than ``verified_views`` views not confirmed by both passes lower it; for a
+  ``predicted`` point, the chance that the prediction is within 5 px) is
+  below 0.5, or another reason flags it;
 - ``predicted``: the keypoint was observed in no view of this frame; its 3D
-  point is interpolated over a short gap of its track (always flagged: a
-  prediction is worth a look);
+  point is interpolated over a short gap of its track (flagged through
+  ``low_confidence``: the confidence of a predicted label is its chance of
+  lying within 5 px of the keypoint);
 - ``large_jump``: the 3D point moved much more than the motion model expected,
   or it leaves its track for a frame and comes back (a spike: farther from the
   midpoint of its neighbours in time than three times the 90th percentile of

@@ -15,16 +15,13 @@ atomically (temporary file, then rename):
 - ``summary.json``: counts, thresholds, per-camera errors, suspect and
   duplicate cameras with reasons, timings.
 
-How confidence and flags are computed from geometry (``thr`` the inlier
-threshold, ``n`` the number of views agreeing on the 3D point, ``n_v`` =
-``verified_views`` capped at the number of usable cameras, support =
-``clip((n - 1) / (n_v - 1), 0, 1)``):
-
-- a candidate label: ``support * exp(-(e / thr)^2)`` with ``e`` its
-  reprojection error; 0.1 when there is no 3D point (one view, or views that
-  do not agree), halved in a suspect camera;
-- a reprojected label: ``0.5 * support * exp(-(mean inlier error / thr)^2)``;
-- a seed label: 1; no label: 0.
+The labels' confidence and flags are computed by :func:`label_quality` (the
+reason codes are described in :mod:`ethoscribe.pose.labels`); the 3D
+points' confidence in ``poses3d.nc`` is ``support * exp(-(e / thr)^2)``
+(``thr`` the inlier threshold, ``e`` the mean inlier reprojection error,
+support = ``clip((n - 1) / (n_v - 1), 0, 1)`` with ``n`` the number of views
+agreeing on the point and ``n_v`` = ``verified_views`` capped at the number
+of usable cameras).
 """
 
 from __future__ import annotations
@@ -127,8 +124,12 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
     Two keypoints that end up on the same marker (the same 3D point, or a
     candidate shared in a view): the one whose passes disagreed switches to
     its other pass when that is free, otherwise it keeps no point in that
-    frame; :func:`fill_gaps` then bridges it (and any keypoint neither pass
-    found) over short gaps by interpolation, as a *predicted* point.
+    frame (``dropped``; the keypoint it last gave way to ``won`` the marker,
+    and so did the one it first gave way to before switching); :func:`fill_gaps`
+    then bridges it (and any keypoint neither pass found) over short gaps by
+    interpolation, as a *predicted* point. A disagreement whose rejected pass
+    followed a marker that another keypoint holds is settled
+    (:func:`_explained`).
     """
     T, V, I, K = f["cid"].shape
     both = f["done"] & b["done"]
@@ -173,7 +174,9 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
     # two keypoints on one marker: the one whose passes disagreed switches pass, or lets go
     lost = np.zeros((T, I, K), bool)
     out["dropped"] = np.zeros((T, I, K), bool)
+    out["won"] = np.zeros((T, I, K), bool)
     for t in np.flatnonzero(both | only_b | f["done"]):
+        rivals: dict[int, int] = {}  # a keypoint that switched pass -> the one it first gave way to
         for _ in range(I * K):
             clash = _clashes(out, t, tol)
             if not clash:
@@ -182,8 +185,10 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
             loser = p if disagree[t].reshape(-1)[p] >= disagree[t].reshape(-1)[q] else q
             if disagree[t].reshape(-1)[p] == disagree[t].reshape(-1)[q]:  # neither (or both) disagreed: fewer views loses
                 loser = p if out["n_in"][t].reshape(-1)[p] <= out["n_in"][t].reshape(-1)[q] else q
+            winner = q if loser == p else p
             a_l, k_l = divmod(int(loser), K)
             if both[t] and not lost[t, a_l, k_l]:
+                rivals[int(loser)] = int(winner)
                 other = b if not take_b[t, a_l, k_l] else f
                 trial = {key: out[key].copy() for key in ("X", "cid", "n_in")}
                 _copy_point(out, other, t, a_l, k_l)
@@ -196,8 +201,32 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
             _drop_point(out, t, a_l, k_l)
             out["conflict"][t, :, a_l, k_l] = True
             out["dropped"][t, a_l, k_l] = True
+            out["won"][t].reshape(-1)[[winner, rivals.get(int(loser), winner)]] = True
     out["from_backward"] = take_b
+    _explained(out, f, b, disagree, take_b, tol)
     return out
+
+
+def _explained(out: dict[str, np.ndarray], f: dict[str, np.ndarray], b: dict[str, np.ndarray], disagree: np.ndarray,
+               take_b: np.ndarray, tol: float) -> None:
+    """Settle the disagreements whose rejected pass followed a marker another keypoint holds (``decisive`` 1).
+
+    When the pass that was not taken put the keypoint on the same 3D point
+    (within half ``tol``, as :func:`_clashes` tests "one marker") as another
+    keypoint's merged point, that pass followed the other keypoint's marker:
+    the alternative is explained away, and the taken pass is not in doubt.
+    """
+    tt, ii, kk = np.nonzero(disagree)
+    if not tt.size:
+        return
+    _, I, K = disagree.shape
+    rejected = np.where(take_b[tt, ii, kk][:, None], f["X"][tt, ii, kk], b["X"][tt, ii, kk])  # n, 3
+    held = np.where((out["n_in"][tt] >= 2)[..., None], out["X"][tt], np.nan).reshape(tt.size, I * K, 3)
+    dist = np.linalg.norm(held - rejected[:, None], axis=-1)
+    dist[np.arange(tt.size), ii * K + kk] = np.inf
+    with np.errstate(invalid="ignore"):
+        settled = (np.where(np.isfinite(dist), dist, np.inf) <= 0.5 * tol).any(axis=1)
+    out["decisive"][tt[settled], ii[settled], kk[settled]] = 1.0
 
 
 def _take(f: dict[str, np.ndarray], b: dict[str, np.ndarray], take_b: np.ndarray) -> dict[str, np.ndarray]:
@@ -369,6 +398,9 @@ AGREED_FACTOR = 0.1
 TWO_VIEW_DOUBT = 0.1
 #: a label with no 3D point (one view, or views that do not agree): geometry could not check it
 UNVERIFIED_CONFIDENCE = 0.3
+#: identity: at most this for a keypoint that kept a marker another keypoint also claimed, without both passes
+#: confirming it (the tie-break between the claims is no evidence of which is right)
+CONTESTED_IDENTITY = 0.5
 
 
 
@@ -422,7 +454,10 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
       ratio); where both passes confirm the point, the chance of a wrong
       identity is multiplied by ``AGREED_FACTOR``; where they disagree it is at
       most ``0.5 + 0.5 d`` with ``d`` in [0, 1] how decisively the tracks'
-      continuity chose between them; a seed label is 1;
+      continuity chose between them (1 when the rejected pass followed a
+      marker another keypoint holds); a keypoint that kept a marker another
+      one also claimed, without both passes confirming it, at most
+      ``CONTESTED_IDENTITY``; a seed label is 1;
     - geometry: a label on a candidate: ``exp(-max(0, e^2 - thr^2) / (2 s^2))``
       with ``e`` its reprojection error, ``thr`` the inlier threshold and ``s``
       the label noise (1 within the threshold); a label whose 3D point rests on
@@ -436,11 +471,15 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     - halved in a suspect camera.
 
     **Flags** (see :mod:`ethoscribe.pose.labels`): ``high_reprojection_error``,
-    ``conflict``, ``large_jump``, ``suspect_camera`` and ``predicted`` always
-    flag; so does a confidence below 0.5 (``low_confidence``: a weakly
-    supported reprojection or 2-view point, an ambiguous association); a
-    ``few_views`` label with a single view (nothing checked it) is flagged;
-    ``reprojected`` and ``passes_disagree`` do not flag by themselves.
+    ``large_jump`` and ``suspect_camera`` always flag; so does a confidence
+    below 0.5 (``low_confidence``: a weakly supported reprojection or 2-view
+    point, an ambiguous association, a prediction likely more than
+    ``PREDICTED_OK_PX`` off); ``conflict`` flags an unconfirmed contested
+    candidate and a marker kept against another keypoint's claim unless
+    both passes confirm it (not the predicted labels of the keypoint that let
+    go); a ``few_views`` label with a single view (nothing checked it) is
+    flagged; ``reprojected``, ``predicted`` and ``passes_disagree`` do not
+    flag by themselves.
     """
     cfg = su.config
     T, V, I, K = a["cid"].shape
@@ -470,8 +509,12 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     bits |= np.where(labelled & ~seed & ~predicted & (n_in < n_v), REASON_BIT["few_views"], 0)
     decisive = a.get("decisive", np.zeros((T, I, K)))[:, None]
     dropped = a.get("dropped", np.zeros((T, I, K), bool))[:, None]
-    bits |= np.where(a["conflict"] & cand_label & ~verified, REASON_BIT["conflict"], 0)
-    bits |= np.where(dropped & labelled & ~seed, REASON_BIT["conflict"], 0)
+    won = a.get("won", np.zeros((T, I, K), bool))[:, None]
+    # a doubtful conflict: an unconfirmed contested candidate, or a marker kept against a keypoint that let go of it
+    # (unless both passes put the keypoint there); the labels of a keypoint that let go of its marker are predicted
+    # and flagged by their own confidence
+    doubt_conflict = labelled & ~seed & ((a["conflict"] & cand_label & ~verified) | (won & ~confirmed))
+    bits |= np.where(doubt_conflict | (dropped & labelled & ~seed), REASON_BIT["conflict"], 0)
     bits |= np.where(disagree & labelled & ~seed, REASON_BIT["passes_disagree"], 0)
     bits |= np.where(reproj, REASON_BIT["reprojected"], 0)
     bits |= np.where(predicted & labelled, REASON_BIT["predicted"], 0)
@@ -484,6 +527,8 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     p_id = identity_probability(a.get("margin", np.full((T, I, K), np.nan)))[:, None]
     p_id = np.where(confirmed, 1.0 - (1.0 - p_id) * AGREED_FACTOR, p_id)
     p_id = np.where(disagree, np.minimum(p_id, 0.5 + 0.5 * decisive), p_id)
+    # a marker two keypoints claimed, kept by a tie-break that neither pass's agreement backs: a coin toss
+    p_id = np.where(won & ~confirmed, np.minimum(p_id, CONTESTED_IDENTITY), p_id)
     support = np.where(n_in >= n_v, 1.0, 1.0 - TWO_VIEW_DOUBT / 2.0 ** np.maximum(n_in - 2.0, 0.0))
     support = np.where(confirmed, 1.0, support)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -500,9 +545,10 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     bits |= np.where(low, REASON_BIT["low_confidence"], 0)
 
     # ---- flags: doubtful rows
-    hard = (REASON_BIT["high_reprojection_error"] | REASON_BIT["conflict"] | REASON_BIT["large_jump"]
-            | REASON_BIT["suspect_camera"] | REASON_BIT["predicted"] | REASON_BIT["low_confidence"])
-    flag = (bits & hard) != 0
+    hard = (REASON_BIT["high_reprojection_error"] | REASON_BIT["large_jump"] | REASON_BIT["suspect_camera"]
+            | REASON_BIT["low_confidence"])
+    # a predicted point's confidence is its chance of lying within PREDICTED_OK_PX: it flags through low_confidence
+    flag = ((bits & hard) != 0) | doubt_conflict
     flag |= labelled & ~seed & ((bits & REASON_BIT["few_views"]) != 0) & (n_in < 2)
     # a missing label is worth a look when the keypoint is lost (no 3D point) outside the seed frames
     flag |= ~labelled & ~np.broadcast_to(has3d, labelled.shape) & ~seed & ~sus

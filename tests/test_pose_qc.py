@@ -1,0 +1,109 @@
+"""Flags and confidence of the pose outputs on hand-built pass arrays (:mod:`ethoscribe.pose.outputs`).
+
+Two keypoints, three views, one animal; ``A`` and ``B`` are the two
+markers (keypoint 0 belongs on ``A``, keypoint 1 on ``B``). The forward and
+backward tracking passes are written by hand, then reconciled by
+:func:`merge_passes` and judged by :func:`label_quality`.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from ethoscribe.pose import PoseConfig
+from ethoscribe.pose.labels import REASON_BIT
+from ethoscribe.pose.outputs import _empty_arrays, label_quality, merge_passes
+
+V, I, K = 3, 1, 2
+A = np.array([0.0, 0.0, 0.0])
+B = np.array([20.0, 0.0, 0.0])
+C = np.array([0.0, 20.0, 0.0])
+THRESHOLD = 2.0  # px; one pixel per world unit: two points within 2 units are one marker
+
+
+class _Geo:
+    """One pixel per world unit everywhere."""
+
+    def project(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = np.asarray(X).reshape(-1, 3).shape[0]
+        return np.zeros((V, n, 2)), np.ones((V, n))
+
+    def pixels_per_unit(self, depth: np.ndarray) -> np.ndarray:
+        return np.ones_like(depth)
+
+
+SU = SimpleNamespace(seed_xyz=np.zeros((1, I, K, 3)), geo=_Geo(), config=PoseConfig(),
+                     template=SimpleNamespace(size=40.0))
+
+
+def _passes(T: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Both passes over T frames: keypoint 0 on A (candidate 0), keypoint 1 on B (candidate 1), in every view."""
+    out = []
+    for _ in range(2):
+        p = _empty_arrays(T, V, I, K)
+        p["done"][:] = True
+        p["threshold"][:] = THRESHOLD
+        for k, (X, cid) in enumerate(((A, 0), (B, 1))):
+            _put(p, slice(None), k, X, cid, V)
+        out.append(p)
+    return out[0], out[1]
+
+
+def _put(p: dict[str, np.ndarray], t: int | slice, k: int, X: np.ndarray | None, cid: int, n: int) -> None:
+    """Keypoint k of frame(s) t on point X (candidate ``cid`` in ``n`` views), or lost (X None)."""
+    if X is None:
+        p["X"][t, 0, k], p["n_in"][t, 0, k], p["cid"][t, :, 0, k] = np.nan, 0, -1
+        p["xy"][t, :, 0, k], p["err"][t, :, 0, k], p["margin"][t, 0, k] = np.nan, np.nan, np.nan
+        return
+    p["X"][t, 0, k], p["n_in"][t, 0, k], p["margin"][t, 0, k], p["err3"][t, 0, k] = X, n, 10.0, 0.3
+    p["cid"][t, :, 0, k], p["xy"][t, :, 0, k], p["err"][t, :, 0, k], p["stage"][t, :, 0, k] = -1, np.nan, np.nan, 2
+    p["cid"][t, :n, 0, k], p["xy"][t, :n, 0, k], p["err"][t, :n, 0, k], p["stage"][t, :n, 0, k] = cid, X[:2] + 100, 0.3, 3
+
+
+def _judge(f: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    a = merge_passes(SU, f, b)
+    a["predicted"] = np.zeros(a["n_in"].shape, bool)
+    bits, flag, conf = label_quality(SU, a, np.zeros(V, bool))
+    return a, bits, flag, conf
+
+
+def test_a_marker_kept_against_a_claim_is_a_conflict_unless_both_passes_confirm_it() -> None:
+    f, b = _passes(5)
+    # frame 2: the forward pass put keypoint 1 on keypoint 0's marker A (3 views) and lost keypoint 0; the backward
+    # pass has keypoint 0 on A (2 views) and lost keypoint 1. Keypoint 0 has fewer views and lets go: keypoint 1
+    # keeps A, a wrong label that nothing but a tie-break backs
+    _put(f, 2, 0, None, -1, 0)
+    _put(f, 2, 1, A, 0, 3)
+    _put(b, 2, 0, A, 0, 2)
+    _put(b, 2, 1, None, -1, 0)
+    # frame 3: both passes have keypoint 0 on A; the forward pass also put keypoint 1 there (2 views), the backward
+    # pass lost it. Keypoint 1 lets go: keypoint 0 keeps its marker, confirmed by both passes, and is right
+    _put(f, 3, 1, A, 0, 2)
+    _put(b, 3, 1, None, -1, 0)
+    a, bits, flag, conf = _judge(f, b)
+    assert a["dropped"][2, 0, 0] and a["won"][2, 0, 1]
+    assert a["dropped"][3, 0, 1] and a["won"][3, 0, 0] and a["confirmed"][3, 0, 0]
+    wrong = (bits[2, :, 0, 1] & REASON_BIT["conflict"]) != 0
+    assert wrong.all() and flag[2, :, 0, 1].all() and (conf[2, :, 0, 1] <= 0.5).all()
+    right = (bits[3, :, 0, 0] & REASON_BIT["conflict"]) != 0
+    assert not right.any() and not flag[3, :, 0, 0].any() and (conf[3, :, 0, 0] > 0.9).all()
+    # frames without a claim are untouched
+    assert not flag[[0, 1, 4]].any()
+
+
+def test_a_disagreement_is_settled_when_the_other_pass_followed_a_held_marker() -> None:
+    # one frame, no agreed neighbour to judge the passes by: the forward pass (taken) has keypoint 0 on A
+    f, b = _passes(1)
+    _put(b, 0, 0, B, 1, 3)  # the backward pass followed keypoint 1's marker, which keypoint 1 holds
+    a, bits, flag, conf = _judge(f, b)
+    assert a["disagree"][0, 0, 0] and not a["from_backward"][0, 0, 0] and a["decisive"][0, 0, 0] == 1.0
+    assert (bits[0, :, 0, 0] & REASON_BIT["passes_disagree"]).all()
+    assert not flag[0, :, 0, 0].any() and (conf[0, :, 0, 0] > 0.9).all()
+
+    f, b = _passes(1)
+    _put(b, 0, 0, C, 2, 3)  # ... a marker nobody holds: nothing says which pass is right
+    a, _, _, conf = _judge(f, b)
+    assert a["disagree"][0, 0, 0] and a["decisive"][0, 0, 0] == 0.0
+    assert (conf[0, :, 0, 0] <= 0.5).all()  # a coin toss between the passes
