@@ -65,3 +65,7 @@ def test_demo_writes_report(tmp_path: Path) -> None:
     assert (session / "pose" / "labels.parquet").is_file() and (session / "pose" / "exports" / "labels.slp").is_file()
     segments = pd.read_parquet(session / "behavior" / "segments.parquet")
     assert len(segments) > 0 and (segments["end_frame"] > segments["start_frame"]).all()
+    # the console says what was found and where to look
+    out = " ".join(res.output.split())
+    assert "of labels flagged" in out and "review.csv" in out and "segments.csv" in out
+    assert all(str(n) in out for n in pd.read_csv(session / "behavior" / "label_dictionary.csv")["label"])

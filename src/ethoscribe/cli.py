@@ -7,6 +7,7 @@ print one clear message (no traceback) and exit with status 2.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -334,7 +335,22 @@ def demo(
     from ethoscribe.demo import run_demo
 
     report = run_demo(out, cameras=cameras, frames=frames, animals=animals, seed=seed)
+    _print_demo_summary(out / "session" / "output")
     console.print(f"[bold green]report:[/] {report.resolve()}")
+
+
+def _print_demo_summary(output: Path) -> None:
+    """One line each for the pose and behaviour results the demo saved."""
+    import pandas as pd
+
+    s = json.loads((output / "pose" / "summary.json").read_text(encoding="utf-8"))
+    p3 = s.get("poses3d") or {}
+    console.print(f"[bold]pose:[/] 3D points for {p3.get('points', 0) / max(p3.get('of') or 1, 1):.0%} of keypoint-frames, "
+                  f"{s['labels']['flagged_labelled_fraction']:.1%} of labels flagged, "
+                  f"{len(s.get('suspect_cameras') or [])} suspect camera(s); review list {output / 'pose' / 'review.csv'}",
+                  soft_wrap=True)
+    names = pd.read_csv(output / "behavior" / "label_dictionary.csv")["label"].tolist()
+    console.print(f"[bold]behaviour:[/] {', '.join(map(str, names))}; segments {output / 'behavior' / 'segments.csv'}", soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point
