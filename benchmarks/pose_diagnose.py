@@ -36,7 +36,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, log  # noqa: E402
-from pose_synth import OFF_PX, score, spot_owner  # noqa: E402
+from pose_synth import OFF_PX, label_owners, score, spot_owner  # noqa: E402
 
 
 def _top(counter: Counter, n: int = 12) -> dict[str, int]:
@@ -69,19 +69,13 @@ def breakdown(result, truth, cands, owner, seed_frames) -> dict:  # type: ignore
     cen = np.nanmean(true3[:, :, :5], axis=2)  # ears + back
     if I > 1:
         dd = np.linalg.norm(cen[:, :, None] - cen[:, None], axis=-1)
-        np.fill_diagonal(dd.reshape(T, -1)[:, :: I + 1].reshape(-1, 1)[:, :0], 0)  # no-op, clarity
         dd = np.where(np.eye(I, dtype=bool)[None], np.inf, dd)
         near = dd.min(axis=2)  # T, I: distance to the nearest other animal
     else:
         near = np.full((T, I), np.inf)
 
-    key = pd.MultiIndex.from_arrays([cands["frame"].to_numpy(), cands["view"].astype(str).to_numpy(),
-                                     cands["candidate"].to_numpy()])
-    own = pd.Series(owner, index=key)
     on_cand = sel & (cand >= 0) & (stage != "seed") & (stage != "reprojection")
-    tt, vv, ii, kk = np.nonzero(on_cand)
-    o = own.reindex(pd.MultiIndex.from_arrays([tt, np.asarray(views)[vv], cand[tt, vv, ii, kk]])).to_numpy()
-    o = np.where(np.isfinite(o), o, -2).astype(np.int64)
+    tt, vv, ii, kk, o = label_owners(cands, owner, views, cand, on_cand)
     wrong = (o != ii * K + kk)
     out: dict = {"candidate_labels": int(on_cand.sum()), "wrong_candidate_labels": int(wrong.sum())}
 

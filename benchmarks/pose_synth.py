@@ -161,6 +161,18 @@ def naive_baseline(session, cands, seeds, truth):  # type: ignore[no-untyped-def
     return float(np.nanmean(np.linalg.norm(X - true, axis=-1)[keep]))
 
 
+def label_owners(cands, owner, views, cand, on_cand):  # type: ignore[no-untyped-def]
+    """For each label in ``on_cand`` (T, V, I, K): its indices and the owner (``i * K + k``, -1 spurious, -2 unknown) of its spot."""
+    import pandas as pd
+
+    key = pd.MultiIndex.from_arrays([cands["frame"].to_numpy(), cands["view"].astype(str).to_numpy(),
+                                     cands["candidate"].to_numpy()])
+    own = pd.Series(owner, index=key)
+    tt, vv, ii, kk = np.nonzero(on_cand)
+    o = own.reindex(pd.MultiIndex.from_arrays([tt, np.asarray(views)[vv], cand[tt, vv, ii, kk]])).to_numpy()
+    return tt, vv, ii, kk, np.where(np.isfinite(o), o, -2).astype(np.int64)
+
+
 def score(result, truth, cands, owner, seed_frames):  # type: ignore[no-untyped-def]
     """Accuracy figures of a PoseResult against the truth (see the module docstring)."""
     lab = result.labels
@@ -185,15 +197,8 @@ def score(result, truth, cands, owner, seed_frames):  # type: ignore[no-untyped-
     e3 = np.linalg.norm(X - true3, axis=-1)[keep]
     paw = np.array(["paw" in k for k in kps])
     # swaps: the owner of each labelled candidate
-    import pandas as pd
-
-    key = pd.MultiIndex.from_arrays([cands["frame"].to_numpy(), cands["view"].astype(str).to_numpy(),
-                                     cands["candidate"].to_numpy()])
-    own = pd.Series(owner, index=key)
     on_cand = sel & (cand >= 0) & (stage != "seed") & (stage != "reprojection")
-    tt, vv, ii, kk = np.nonzero(on_cand)
-    o = own.reindex(pd.MultiIndex.from_arrays([tt, np.asarray(views)[vv], cand[tt, vv, ii, kk]])).to_numpy()
-    o = np.where(np.isfinite(o), o, -2).astype(np.int64)
+    tt, vv, ii, kk, o = label_owners(cands, owner, views, cand, on_cand)
     right = o == ii * K + kk
     spurious = o == -1
     other = (o >= 0) & ~right

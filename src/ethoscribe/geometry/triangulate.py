@@ -124,15 +124,15 @@ def _smallest_eigvec_point(m: FloatArray) -> FloatArray:
         return v[:, :3] / v[:, 3:4]
 
 
-def _solve_sym3(m: FloatArray) -> FloatArray:
-    """Inhomogeneous solution of (B, 4, 4) normal matrices: ``M[:3,:3] X = -M[:3, 3]``, closed form.
+def solve_sym3(m: FloatArray) -> FloatArray:
+    """Inhomogeneous solution of (..., 4, 4) normal matrices: ``M[:3,:3] X = -M[:3, 3]``, closed form.
 
     Used for two-view RANSAC hypotheses (fast, no LAPACK call per point); NaN
     where the two rays are (nearly) parallel.
     """
-    a, b, c = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
-    d, e, f = m[:, 0, 1], m[:, 0, 2], m[:, 1, 2]
-    r0, r1, r2 = -m[:, 0, 3], -m[:, 1, 3], -m[:, 2, 3]
+    a, b, c = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    d, e, f = m[..., 0, 1], m[..., 0, 2], m[..., 1, 2]
+    r0, r1, r2 = -m[..., 0, 3], -m[..., 1, 3], -m[..., 2, 3]
     c00 = b * c - f * f
     c01 = e * f - d * c
     c02 = d * f - b * e
@@ -454,7 +454,7 @@ def _ransac_batch(
     err = np.full((n_cam, b), np.nan)
     if k_idx.size == 0:
         return out3, inl, err
-    hyp = _solve_sym3(gram[pairs[k_idx, 0], p_idx] + gram[pairs[k_idx, 1], p_idx])  # (E, 3)
+    hyp = solve_sym3(gram[pairs[k_idx, 0], p_idx] + gram[pairs[k_idx, 1], p_idx])  # (E, 3)
     e = _pixel_errors(rig, hyp, px[:, p_idx])  # (C, E); NaN: missing view or behind camera
     with np.errstate(invalid="ignore"):
         is_in = e < thr

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ethoscribe.geometry.camera import CameraRig
+from ethoscribe.geometry.triangulate import solve_sym3
 
 FloatArray = NDArray[np.float64]
 
@@ -40,25 +41,6 @@ class Triangulation:
         s = np.where(self.inliers, self.errors, 0.0).sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.n_inliers > 0, s / np.maximum(self.n_inliers, 1), np.nan)
-
-
-def _solve_sym3(m: FloatArray) -> FloatArray:
-    """Inhomogeneous solution of normal matrices (..., 4, 4): ``M[:3,:3] X = -M[:3,3]``; NaN if singular."""
-    a, b, c = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
-    d, e, f = m[..., 0, 1], m[..., 0, 2], m[..., 1, 2]
-    r0, r1, r2 = -m[..., 0, 3], -m[..., 1, 3], -m[..., 2, 3]
-    c00 = b * c - f * f
-    c01 = e * f - d * c
-    c02 = d * f - b * e
-    c11 = a * c - e * e
-    c12 = d * e - a * f
-    c22 = a * b - d * d
-    det = a * c00 + d * c01 + e * c02
-    ok = np.abs(det) > 1e-12 * (a + b + c) ** 3
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.where(ok, 1.0 / det, np.nan)
-    return np.stack([(c00 * r0 + c01 * r1 + c02 * r2) * inv, (c01 * r0 + c11 * r1 + c12 * r2) * inv,
-                     (c02 * r0 + c12 * r1 + c22 * r2) * inv], axis=-1)
 
 
 class FrameGeometry:
@@ -186,7 +168,7 @@ class FrameGeometry:
         pair_ok = fit_ok[a] & fit_ok[b]  # (Q, P)
         if not pair_ok.any():
             return Triangulation(out3, inl, err, inl.sum(axis=0))
-        hyp = _solve_sym3(gram[a] + gram[b])  # (Q, P, 3)
+        hyp = solve_sym3(gram[a] + gram[b])  # (Q, P, 3)
         if prior is not None and prior_radius is not None:
             dist = np.linalg.norm(hyp - prior[None], axis=-1)
             with np.errstate(invalid="ignore"):
@@ -297,7 +279,7 @@ def _match_points(self: FrameGeometry, norm: FloatArray, px: FloatArray, usable:
         return empty
     valid = ok.copy()
     gram = self._gram(norm, valid)  # V, M, 4, 4
-    hyp = _solve_sym3(gram[a[q], i] + gram[b[q], j])  # N, 3
+    hyp = solve_sym3(gram[a[q], i] + gram[b[q], j])  # N, 3
     proj, _ = self.project(hyp)  # V, N, 2
     dx = proj[:, :, None, 0] - px[:, None, :, 0]
     dy = proj[:, :, None, 1] - px[:, None, :, 1]
