@@ -1,4 +1,4 @@
-"""Embedding merger plumbing: cached sentence embeddings, background preload."""
+"""Embedding merger plumbing with the packaged sentence model: cached embeddings, background preload."""
 
 from __future__ import annotations
 
@@ -7,19 +7,20 @@ import numpy as np
 from ethoscribe.behavior import merge
 
 
-class _FakeModel:
+class _Recording:
+    """The packaged sentence model, recording which texts it is asked to encode."""
+
     def __init__(self) -> None:
+        self.model = merge.sentence_model()
         self.calls: list[list[str]] = []
 
     def encode(self, texts, **kw):
         self.calls.append(list(texts))
-        rng = np.random.default_rng(len(texts))
-        v = rng.normal(size=(len(texts), 384)).astype(np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
+        return self.model.encode(texts, **kw)
 
 
 def test_embeddings_are_cached_per_text(monkeypatch):
-    fake = _FakeModel()
+    fake = _Recording()
     monkeypatch.setattr(merge, "sentence_model", lambda: fake)
     monkeypatch.setattr(merge, "_EMBED_CACHE", {})
     a = merge.embed_texts(["The animal rests (0.1 body lengths/s).", "The animal walks."])
@@ -30,7 +31,7 @@ def test_embeddings_are_cached_per_text(monkeypatch):
 
 
 def test_preload_runs_once_in_the_background(monkeypatch):
-    fake = _FakeModel()
+    fake = _Recording()
     monkeypatch.setattr(merge, "sentence_model", lambda: fake)
     monkeypatch.setattr(merge, "_EMBED_CACHE", {})
     monkeypatch.setattr(merge, "_PRELOAD", None)
