@@ -14,7 +14,8 @@ import numpy as np
 
 from ethoscribe.pose import PoseConfig
 from ethoscribe.pose.labels import REASON_BIT
-from ethoscribe.pose.outputs import _empty_arrays, label_quality, merge_passes
+from ethoscribe.pose.model import BodyTemplate
+from ethoscribe.pose.outputs import _empty_arrays, fill_gaps, label_quality, merge_passes
 
 V, I, K = 3, 1, 2
 A = np.array([0.0, 0.0, 0.0])
@@ -35,7 +36,7 @@ class _Geo:
 
 
 SU = SimpleNamespace(seed_xyz=np.zeros((1, I, K, 3)), geo=_Geo(), config=PoseConfig(),
-                     template=SimpleNamespace(size=40.0))
+                     template=BodyTemplate(np.stack([A, B])[None], np.full(K, 2.0), 40.0))
 
 
 def _passes(T: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -107,3 +108,79 @@ def test_a_disagreement_is_settled_when_the_other_pass_followed_a_held_marker() 
     a, _, _, conf = _judge(f, b)
     assert a["disagree"][0, 0, 0] and a["decisive"][0, 0, 0] == 0.0
     assert (conf[0, :, 0, 0] <= 0.5).all()  # a coin toss between the passes
+
+
+def _body_track(T: int, jump_at: int, paw_after: np.ndarray, shift_after: np.ndarray) -> tuple[SimpleNamespace, np.ndarray]:
+    """A walking body of four keypoints and a paw (keypoint 4), tracked by both passes up to frame 19 and by the
+    forward pass alone after it (as after the last seed). From ``jump_at`` on, the whole animal is shifted by
+    ``shift_after`` and the paw sits at ``paw_after`` in the body's frame. Returns the SU and the judged flags."""
+    body = np.array([[0.0, 0, 0], [20, 0, 0], [0, 20, 0], [20, 20, 0], [10, 10, -10]])
+    su = SimpleNamespace(seed_xyz=body[None, None], geo=_Geo(), config=PoseConfig(),
+                         template=BodyTemplate(body[None], np.full(5, 2.0), 40.0))
+    f, b = _empty_arrays(T, V, 1, 5), _empty_arrays(T, V, 1, 5)
+    f["done"][:] = True
+    b["done"][:20] = True
+    for p in (f, b):
+        p["threshold"][:] = THRESHOLD
+    for t in range(T):
+        pose = body.copy()
+        pose[4] += [np.sin(t / 2.0), 0.0, 0.0]  # the paw swings a little
+        if t >= jump_at:
+            pose[4] = paw_after
+            pose += shift_after
+        pose += [0.5 * t, 0.0, 0.0]  # the animal walks
+        for p in (f, b):
+            if p["done"][t]:
+                for k in range(5):
+                    _put(p, t, k, pose[k], k, 3)
+    f["stage"][0], b["stage"][0] = 0, 0  # frame 0 is a seed
+    a = merge_passes(su, f, b)
+    a["predicted"] = np.zeros(a["n_in"].shape, bool)
+    bits, flag, _ = label_quality(su, a, np.zeros(V, bool))
+    return bits, flag
+
+
+def test_a_track_that_jumps_onto_another_marker_and_stays_there_is_flagged_to_its_end() -> None:
+    # after the last seed, one pass only: the paw jumps 20 units to the other side of the body at frame 30 and
+    # stays there (a marker another keypoint left, followed smoothly): nothing clashes, every frame after it is wrong
+    bits, flag = _body_track(40, 30, np.array([10.0, 10, 10]), np.zeros(3))
+    detached = (bits[:, :, 0, 4] & REASON_BIT["detached_track"]) != 0
+    assert detached[30:].all() and flag[30:, :, 0, 4].all()
+    assert not detached[:30].any() and not flag[:29, :, 0, 4].any()  # frame 29 borders the jump (large_jump)
+    assert not (bits[:, :, 0, :4] & REASON_BIT["detached_track"]).any()
+
+
+def test_a_whole_animal_that_moves_fast_is_not_a_detached_track() -> None:
+    # the same jump of the paw, but the whole body moves with it (a startle): the body agrees, nothing is flagged
+    bits, flag = _body_track(40, 30, np.array([10.0, 10, -10]), np.array([0.0, 20.0, 0.0]))
+    assert not (bits & REASON_BIT["detached_track"]).any()
+    assert not flag[:29].any() and not flag[31:].any()  # only the jump itself is worth a look (large_jump)
+
+
+class _OrthoGeo(_Geo):
+    """Every view sees (x, y) of a point, one pixel per world unit."""
+
+    def project(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(X).reshape(-1, 3)
+        return np.broadcast_to(X[:, :2], (V, len(X), 2)).copy(), np.ones((V, len(X)))
+
+
+def test_a_single_view_on_the_keypoints_track_is_trusted_and_one_off_it_is_replaced() -> None:
+    su = SimpleNamespace(seed_xyz=np.stack([A, B])[None, None], geo=_OrthoGeo(), config=PoseConfig(), fps=30.0,
+                         sigma_px=0.5, rig=SimpleNamespace(in_image=lambda p: np.ones(p.shape[:-1], bool)),
+                         template=BodyTemplate(np.stack([A, B])[None], np.full(K, 2.0), 40.0))
+    for offset, kept in ((0.5, True), (30.0, False)):
+        f, b = _passes(7)
+        for p in (f, b):
+            for t in range(7):
+                _put(p, t, 0, A + [0.2 * t, 0.0, 0.0], 0, 3)  # keypoint 0 walks slowly along x
+            # frame 3: keypoint 0 is seen in view 0 only; nothing checked that label but its track
+            _put(p, 3, 0, A + [0.6, 0.0, 0.0], 0, 1)
+            p["X"][3, 0, 0] = np.nan
+            p["xy"][3, 0, 0, 0] = [0.6 + offset, 0.0]
+        a = merge_passes(su, f, b)
+        a["predicted"] = fill_gaps(su, a, np.zeros(V, bool))
+        bits, flag, conf = label_quality(su, a, np.zeros(V, bool))
+        assert a["predicted"][3, 0, 0]
+        assert (a["cid"][3, 0, 0, 0] == 0) == kept  # a label off the track gives way to the track's prediction
+        assert not flag[3, 0, 0, 0] and conf[3, 0, 0, 0] > 0.9

@@ -45,11 +45,21 @@ it is *doubtful*, worth a person's look:
 - ``predicted``: the keypoint was observed in no view of this frame; its 3D
   point is interpolated over a short gap of its track (flagged through
   ``low_confidence``: the confidence of a predicted label is its chance of
-  lying within 5 px of the keypoint);
+  lying within 5 px of the keypoint; a single view's candidate that the
+  prediction confirms, within the inlier threshold, keeps its position and
+  is wrong only if both the unverified view and the prediction are);
 - ``large_jump``: the 3D point moved much more than the motion model expected,
   or it leaves its track for a frame and comes back (a spike: farther from the
   midpoint of its neighbours in time than three times the 90th percentile of
   that distance on the keypoint's track) (always flagged);
+- ``detached_track``: the keypoint's 3D track reached this stretch only
+  across a large jump from every stretch that a seed frame or the two
+  tracking passes' agreement verifies, and the body disagrees too: the
+  stretch's median distance from the keypoint's place in the body (the seed
+  template fitted to the animal's other keypoints) exceeds the 90th
+  percentile of that distance over the verified stretches. The track likely
+  follows another marker for the whole stretch, a swap no clash reveals
+  (always flagged; the confidence is at most 0.5);
 - ``missing``: no label (flagged when the keypoint is lost outside the seeds,
   not when its point is known but outside this view's image);
 - ``suspect_camera``: the view's calibration disagrees with the others
@@ -108,6 +118,7 @@ REASONS: tuple[str, ...] = (
     "conflict",
     "reprojected",
     "large_jump",
+    "detached_track",
     "missing",
     "suspect_camera",
     "predicted",

@@ -47,6 +47,7 @@ from ethoscribe.pose.labels import (
     save_labels,
     validate_labels,
 )
+from ethoscribe.pose.model import kabsch
 from ethoscribe.pose.stages import REPROJECTION, SEED
 
 FILES = {
@@ -61,6 +62,7 @@ FILES = {
 SEVERITY = {
     "high_reprojection_error": 3.0,
     "large_jump": 3.0,
+    "detached_track": 3.0,
     "conflict": 2.0,
     "few_views": 1.0,
     "reprojected": 1.0,
@@ -320,7 +322,11 @@ def fill_gaps(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> np.ndar
     least ``GAP_ANCHOR_MARGIN``) is interpolated; the ends of a track are not
     extended. Predicted points get labels in every usable view where
     they project into the image (stage ``reprojection``, no candidate) and
-    ``n_in`` 0: nothing was observed, the position is a prediction.
+    ``n_in`` 0: nothing was observed, the position is a prediction. A single
+    view's candidate within the inlier threshold of the predicted point keeps
+    its label (the track confirms it); one farther off gives way to the
+    prediction. ``a["predicted_conf"]`` gets, for every view, the chance that
+    the prediction lies within ``PREDICTED_OK_PX``.
     """
     T, V, I, K = a["cid"].shape
     X = a["X"]
@@ -377,7 +383,7 @@ def fill_gaps(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> np.ndar
             s_px = np.sqrt((scale[tt, ii, kk] * ppu[v]) ** 2 + su.sigma_px ** 2)
             with np.errstate(invalid="ignore", divide="ignore"):
                 pc = 1.0 - np.exp(-PREDICTED_OK_PX ** 2 / (2.0 * s_px ** 2))
-            a["predicted_conf"][tt[free], v, ii[free], kk[free]] = np.nan_to_num(pc[free])
+            a["predicted_conf"][tt, v, ii, kk] = np.nan_to_num(pc)
         a["n_in"][tt, ii, kk] = 0
     return predicted
 
@@ -443,6 +449,89 @@ def _spikes(a: dict[str, np.ndarray], size: float) -> np.ndarray:
     return out
 
 
+def body_residual(template: Any, X: np.ndarray) -> np.ndarray:
+    """(T, I, K) distance of each point of poses X (T, I, K, 3) (NaN unknown) from its place in the body.
+
+    The place of keypoint k is the seed template fitted (weighted Kabsch,
+    weights ``1 / spread^2``: the steadier keypoints fix the body) to the
+    animal's *other* keypoints in that frame, so a point on a wrong marker
+    does not pull its own reference along. NaN where fewer than 3 other
+    keypoints are known.
+    """
+    T, I, K, _ = X.shape
+    out = np.full((T, I, K), np.nan)
+    src = np.broadcast_to(template.shape[None], (T, I, K, 3)).reshape(-1, K, 3)
+    dst = X.reshape(-1, K, 3)
+    for k in range(K):
+        w = np.broadcast_to(1.0 / template.spread ** 2, (T * I, K)).copy()
+        w[:, k] = 0.0
+        r, t = kabsch(src, dst, w)
+        place = np.einsum("bij,bj->bi", r, src[:, k]) + t  # T*I, 3
+        out[..., k] = np.linalg.norm(dst[:, k] - place, axis=-1).reshape(T, I)
+    return out
+
+
+#: a stretch of a keypoint's track cut off from its verified stretches is doubtful when its median distance from
+#: its place in the body exceeds this percentile of that distance over the verified stretches
+DETACHED_PERCENTILE = 90.0
+#: the fewest one-frame moves and verified points of a keypoint that make its 90th percentiles meaningful
+DETACHED_MIN_SAMPLES = 10
+
+
+def _detached(su: Any, a: dict[str, np.ndarray]) -> np.ndarray:
+    """(T, I, K) points on stretches of track that likely follow another marker throughout (``detached_track``).
+
+    Each keypoint's track (points with >= 2 agreeing views) is cut at large
+    jumps: a move between observed frames ``g`` apart larger than
+    ``SPIKE_FACTOR`` x the 90th percentile of the keypoint's one-frame moves x
+    ``g`` (and a quarter of the animal's size). A stretch with a seed frame
+    or a point both tracking passes confirm is *verified*. A stretch reached
+    only across a jump is doubtful when, in addition, the body disagrees:
+    its median distance from the keypoint's place in the body
+    (:func:`body_residual`) exceeds the ``DETACHED_PERCENTILE`` th percentile
+    of that distance over the verified stretches (most of it lies where the
+    verified points of the keypoint do not). Both are needed: a fast
+    movement also jumps, and a posture also bends the body. A keypoint with
+    fewer than ``DETACHED_MIN_SAMPLES`` one-frame moves or verified points is
+    not judged.
+    """
+    ok = (a["n_in"] >= 2) & np.isfinite(a["X"]).all(-1)
+    X = np.where(ok[..., None], a["X"], np.nan)
+    T, I, K, _ = X.shape
+    out = np.zeros((T, I, K), bool)
+    anchor = (a.get("confirmed", np.zeros((T, I, K), bool)) | (a["stage"] == SEED).any(axis=1)) & ok
+    if T < 3 or not anchor.any():
+        return out
+    resid = body_residual(su.template, X)
+    floor = 0.25 * su.template.size
+    for i in range(I):
+        for k in range(K):
+            idx = np.flatnonzero(ok[:, i, k])
+            if idx.size < 3:
+                continue
+            gap = np.diff(idx)
+            if (gap == 1).sum() < DETACHED_MIN_SAMPLES:
+                continue
+            move = np.linalg.norm(np.diff(X[idx, i, k], axis=0), axis=-1)
+            q = float(np.percentile(move[gap == 1], 90))
+            stretch = np.r_[0, np.cumsum(move > np.maximum(SPIKE_FACTOR * q * gap, floor))]
+            verified = np.zeros(stretch[-1] + 1, bool)
+            np.logical_or.at(verified, stretch, anchor[idx, i, k])
+            if verified.all() or not verified.any():
+                continue
+            ref = resid[idx[verified[stretch]], i, k]
+            ref = ref[np.isfinite(ref)]
+            if ref.size < DETACHED_MIN_SAMPLES:
+                continue
+            limit = float(np.percentile(ref, DETACHED_PERCENTILE))
+            for j in np.flatnonzero(~verified):
+                frames = idx[stretch == j]
+                r = resid[frames, i, k]
+                if np.isfinite(r).any() and float(np.nanmedian(r)) > limit:
+                    out[frames, i, k] = True
+    return out
+
+
 def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reason bits (T, V, I, K), flags and confidences from the merged frame arrays.
 
@@ -466,12 +555,16 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
       epipolar line agree by chance); a reprojected label: the same support
       factor; a predicted point: ``1 - exp(-(5 px)^2 / (2 s^2))``, the chance
       that it is within 5 px when its error has the scale ``s`` of the
-      keypoint's displacement over the gap (see :func:`fill_gaps`); a label
-      with no 3D point (one view, unverified): ``UNVERIFIED_CONFIDENCE``;
+      keypoint's displacement over the gap (see :func:`fill_gaps`), and for a
+      single view's candidate within the threshold of that prediction
+      ``1 - (1 - UNVERIFIED_CONFIDENCE) (1 - that chance)`` (the view and the
+      track are independent: both must be wrong); a label with no 3D point
+      (one view, unverified): ``UNVERIFIED_CONFIDENCE``; the identity of a
+      ``detached_track`` point (:func:`_detached`) at most ``CONTESTED_IDENTITY``;
     - halved in a suspect camera.
 
     **Flags** (see :mod:`ethoscribe.pose.labels`): ``high_reprojection_error``,
-    ``large_jump`` and ``suspect_camera`` always flag; so does a confidence
+    ``large_jump``, ``detached_track`` and ``suspect_camera`` always flag; so does a confidence
     below 0.5 (``low_confidence``: a weakly supported reprojection or 2-view
     point, an ambiguous association, a prediction likely more than
     ``PREDICTED_OK_PX`` off); ``conflict`` flags an unconfirmed contested
@@ -520,6 +613,8 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     bits |= np.where(predicted & labelled, REASON_BIT["predicted"], 0)
     spike = _spikes(a, su.template.size)[:, None]
     bits |= np.where((a["jump"][:, None] | spike) & labelled & ~seed, REASON_BIT["large_jump"], 0)
+    detached = _detached(su, a)[:, None]
+    bits |= np.where(detached & labelled & ~seed, REASON_BIT["detached_track"], 0)
     bits |= np.where(~labelled, REASON_BIT["missing"], 0)
     bits |= np.where(sus & labelled, REASON_BIT["suspect_camera"], 0)
 
@@ -529,6 +624,8 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     p_id = np.where(disagree, np.minimum(p_id, 0.5 + 0.5 * decisive), p_id)
     # a marker two keypoints claimed, kept by a tie-break that neither pass's agreement backs: a coin toss
     p_id = np.where(won & ~confirmed, np.minimum(p_id, CONTESTED_IDENTITY), p_id)
+    # a stretch the body and the track's continuity both set apart from the verified track: as doubtful
+    p_id = np.where(detached, np.minimum(p_id, CONTESTED_IDENTITY), p_id)
     support = np.where(n_in >= n_v, 1.0, 1.0 - TWO_VIEW_DOUBT / 2.0 ** np.maximum(n_in - 2.0, 0.0))
     support = np.where(confirmed, 1.0, support)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -536,6 +633,9 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     c_cand = np.where(has3d, p_id * support * p_err, UNVERIFIED_CONFIDENCE)
     c_rep = p_id * support
     c_pred = a.get("predicted_conf", np.zeros((T, V, I, K)))
+    # a candidate the prediction agrees with (fill_gaps kept it within the threshold of the predicted point): two
+    # independent sources, the single view and the keypoint's track, must both be wrong for the label to be wrong
+    c_pred = np.where(cand_label, 1.0 - (1.0 - UNVERIFIED_CONFIDENCE) * (1.0 - c_pred), c_pred)
     conf = np.where(seed & labelled, 1.0,
                     np.where(predicted & labelled, c_pred,
                              np.where(reproj, c_rep, np.where(cand_label, c_cand, 0.0))))
@@ -545,8 +645,8 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     bits |= np.where(low, REASON_BIT["low_confidence"], 0)
 
     # ---- flags: doubtful rows
-    hard = (REASON_BIT["high_reprojection_error"] | REASON_BIT["large_jump"] | REASON_BIT["suspect_camera"]
-            | REASON_BIT["low_confidence"])
+    hard = (REASON_BIT["high_reprojection_error"] | REASON_BIT["large_jump"] | REASON_BIT["detached_track"]
+            | REASON_BIT["suspect_camera"] | REASON_BIT["low_confidence"])
     # a predicted point's confidence is its chance of lying within PREDICTED_OK_PX: it flags through low_confidence
     flag = ((bits & hard) != 0) | doubt_conflict
     flag |= labelled & ~seed & ((bits & REASON_BIT["few_views"]) != 0) & (n_in < 2)
@@ -608,8 +708,8 @@ def review_table(su: Any, bits: np.ndarray, flag: np.ndarray, conf: np.ndarray, 
     """Frames ranked by how much a person's look is worth.
 
     ``score`` = sum over flagged labels of the severity of their reasons
-    (:data:`SEVERITY`: 3 for a label that disagrees with the other views or a
-    large jump, 2 for an unconfirmed conflict, 1 for few views, reprojected,
+    (:data:`SEVERITY`: 3 for a label that disagrees with the other views, a
+    large jump or a detached track, 2 for an unconfirmed conflict, 1 for few views, reprojected,
     predicted, low confidence or lost) + the sum of ``1 - confidence`` over
     the frame's labels (doubt that stayed below the flags). Frames with a
     score of 0 are left out. ``reasons`` counts, per code, the flagged labels

@@ -46,8 +46,8 @@ EXTRA_COLORS: tuple[str, ...] = (
 )
 #: Colours of QC reason codes.
 REASON_COLORS: dict[str, str] = {
-    "high_reprojection_error": "#d62728", "large_jump": "#9467bd", "conflict": "#ff7f0e", "few_views": "#bcbd22",
-    "reprojected": "#17becf", "missing": "#7f7f7f", "suspect_camera": "#8c564b",
+    "high_reprojection_error": "#d62728", "large_jump": "#9467bd", "detached_track": "#e377c2", "conflict": "#ff7f0e",
+    "few_views": "#bcbd22", "reprojected": "#17becf", "missing": "#7f7f7f", "suspect_camera": "#8c564b",
 }
 FLAG_RING = (214, 39, 40)
 WORST_MARK = (255, 215, 0)
