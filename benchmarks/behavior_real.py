@@ -6,6 +6,9 @@
 - ``../shared/data/sleap_fly_courtship``: SLEAP predictions of 2 flies
   (3000 frames); the pose has no frame rate, so it is taken from the video
   header (25 fps); pose only.
+- ``../shared/data/dlc_openfield_mouse``: one mouse in an open field (DeepLabCut's
+  example video, 2330 frames, no pose): video only, the default video
+  features (motion energy + silhouette).
 
 Each run prints (stderr) the label dictionary and time budgets; the last
 stdout line is one JSON object with, per data set, the labels, their
@@ -92,6 +95,16 @@ def main() -> None:
         show("fly", res)
     else:
         log(f"skipping the fly courtship ({slp} absent)")
+
+    openfield = sorted((SHARED_DATA / "dlc_openfield_mouse").glob("*.mp4"))
+    if openfield:
+        log(f"DeepLabCut open field: {openfield[0].name}, video only")
+        t = time.perf_counter()
+        res = run_behavior(videos=openfield[:1], out_dir=out_root / "openfield", seed=args.seed)
+        result["dlc_openfield_mouse"] = summary(res, time.perf_counter() - t)
+        show("openfield", res)
+    else:
+        log("skipping the open field (video absent)")
     log(f"outputs in {out_root}")
     emit(result)
 
