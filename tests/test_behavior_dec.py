@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
@@ -92,9 +93,17 @@ def test_large_inputs_fit_on_a_strided_subsample(blobs):
     assert m.labels_.shape == (len(X),) and adjusted_rand_score(y, m.labels_) > 0.9
 
 
-def test_latent_initialisation_and_plain_dec(blobs):
+def test_default_initialises_by_kmeans_on_the_codes(blobs):
+    """The default clusters the autoencoder's codes (original DEC), not the raw inputs as the k-means baseline does."""
+    X, _ = blobs
+    m = DEC(n_clusters=5, hidden=(64, 32), latent=5, pretrain_epochs=5, finetune_epochs=0, seed=0).fit(X)
+    km = KMeans(n_clusters=5, n_init=10, random_state=0).fit(m.transform(X))
+    np.testing.assert_allclose(m.cluster_centers_, km.cluster_centers_, rtol=1e-5, atol=1e-5)
+
+
+def test_input_initialisation_and_plain_dec(blobs):
     X, y = blobs
-    m = DEC(n_clusters=5, hidden=(64, 32), latent=5, pretrain_epochs=15, finetune_epochs=3, init="latent",
+    m = DEC(n_clusters=5, hidden=(64, 32), latent=5, pretrain_epochs=15, finetune_epochs=3, init="input",
             reconstruction_weight=0.0, seed=0).fit(X)
     assert adjusted_rand_score(y, m.labels_) > 0.8
     with pytest.raises(ValueError, match="init"):

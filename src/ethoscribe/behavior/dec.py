@@ -12,10 +12,14 @@ Three phases, all in :meth:`DEC.fit`:
    (every k-th row, which keeps time series in order) and
    :meth:`DEC.predict` labels all rows afterwards: a few tens of thousands
    of windows describe the clusters as well as all of them.
-2. **Initialisation**: k-means (``n_init`` restarts) on the inputs; each
-   initial centre is the mean code of one k-means cluster (``init="input"``,
-   default), or k-means on the codes themselves (``init="latent"``, the
-   original DEC).
+2. **Initialisation**: k-means (``n_init`` restarts) on the codes
+   themselves (``init="latent"``, default, the original DEC): the clusters
+   start in the compressed space the autoencoder learned, not on the raw
+   columns that k-means, GMM and UMAP + HDBSCAN see. Windowed behaviour
+   features are many correlated columns (each feature at several window
+   lengths), and the bottleneck keeps what they share. ``init="input"`` runs
+   k-means on the inputs instead, each initial centre the mean code of one
+   k-means cluster (the clusters then start as the k-means baseline's).
 3. **Self-training**: soft assignments ``q_ij`` from a Student's t kernel
    (degree of freedom ``alpha``) between code ``z_i`` and centre ``mu_j``;
    every ``update_interval`` batches the target is re-computed as the
@@ -145,11 +149,12 @@ class DEC(BaseEstimator, ClusterMixin, TransformerMixin):
     n_init
         k-means restarts for the initial centres.
     init
-        ``"input"`` (default): k-means on the input rows, each centre the
-        mean code of its cluster; ``"latent"``: k-means on the codes (the
-        original DEC). On standardised behaviour features the input space
-        keeps distinctions the codes blur (k-means there scored higher in
-        our tests).
+        ``"latent"`` (default): k-means on the codes (the original DEC);
+        ``"input"``: k-means on the input rows, each centre the mean code of
+        its cluster. On the synthetic rig's windowed pose features the codes
+        scored higher than the inputs (mean NMI and macro-F1 about +0.01
+        over three model seeds on each of two sessions; the self-training
+        that follows moved the labels little either way).
     reconstruction_weight
         Weight of the autoencoder's reconstruction loss kept during
         self-training (IDEC, Guo et al. 2017: their clustering-loss weight
@@ -193,7 +198,7 @@ class DEC(BaseEstimator, ClusterMixin, TransformerMixin):
         max_epoch_samples: int = 20000,
         max_fit_samples: int = 30000,
         n_init: int = 10,
-        init: str = "input",
+        init: str = "latent",
         reconstruction_weight: float = 10.0,
         temporal_window: int = 1,
         seed: int = 0,
@@ -314,7 +319,7 @@ class DEC(BaseEstimator, ClusterMixin, TransformerMixin):
                 history["pretrain_loss"].append(total / per_epoch)
             t1 = time.perf_counter()
 
-            # 2. k-means in the embedding
+            # 2. k-means initialisation
             Z = self._encode(X)
             km = KMeans(n_clusters=int(self.n_clusters), n_init=int(self.n_init), random_state=int(self.seed))
             if self.init == "input":  # clusters of the inputs, centres = mean code of each
