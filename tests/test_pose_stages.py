@@ -231,3 +231,20 @@ def test_region_boxes_cover_the_predictions(tmp_path: Path) -> None:
             assert ((x >= b[:, 0]) & (x <= b[:, 2]) & (y >= b[:, 1]) & (y <= b[:, 3])).all()
     labels = label_array(res.labels, 12, 4, 1, K)
     assert np.nanmax(np.linalg.norm(labels - np.moveaxis(case.truth2d, 0, 1), axis=-1)) < 1.5
+
+
+def test_motion_scale_after_a_long_rest_still_allows_a_sudden_start(tmp_path: Path) -> None:
+    # at rest the prediction residuals are the label noise; the motion scale must not shrink to it, or the first
+    # step of a sudden start or turn falls outside every gate (the keypoints are lost, and their markers taken by
+    # others). Its floor is 5 % of the animal's size (the floor of the template spread)
+    T = 300
+    track = np.repeat((BODY + np.array([-40.0, 10.0, 0.0]))[None], T, axis=0)
+    case = build_case(tmp_path / "s", [track], seeds_frames=[0, 4, 8])
+    res = run_pose(case.root, candidates=case.candidates, config=CFG)
+    trace = [json.loads(line) for line in res.paths["trace"].read_text().splitlines()]
+    last = [d for d in trace if d["stage"] == "region" and d["frame"] == T - 1 and d["pass"] == "forward"][0]
+    size = np.median(np.linalg.norm(BODY - BODY.mean(axis=0), axis=-1))
+    xy = case.truth2d[:, 0, 0]  # V, K, 2 (at rest: every frame alike)
+    size_px = np.median(np.linalg.norm(xy - xy.mean(axis=1, keepdims=True), axis=-1))
+    mm_px = size_px / size  # at most the pixels per mm of the rig (the body is foreshortened in the views)
+    assert last["input"]["sigma_px_median"] >= 0.05 * size * mm_px

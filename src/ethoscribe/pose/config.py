@@ -50,6 +50,10 @@ class PoseConfig(BaseModel):
     max_sigma_fraction: float = Field(0.25, gt=0, description=(
         "ceiling of the learned residual scales (motion prediction, neighbour offsets), as a fraction of the "
         "animal's size: a larger error is a lost keypoint, not a residual"))
+    min_sigma_fraction: float = Field(0.05, ge=0, description=(
+        "floor of the learned motion residual scale, as a fraction of the animal's size (the floor of the "
+        "template spread): at rest the scale shrinks to the label noise, and a sudden start or turn would then "
+        "move the markers beyond the gate"))
     sigma_rate: float = Field(0.1, gt=0, le=1, description="rate of the running estimate of the prediction residual scale")
     initial_sigma_fraction: float = Field(0.1, gt=0, description="prediction sigma at a seed frame, as a fraction of the animal's size")
     trace: bool = Field(True, description="write trace.jsonl")

@@ -53,7 +53,7 @@ it is *doubtful*, worth a person's look:
   midpoint of its neighbours in time than three times the 90th percentile of
   that distance on the keypoint's track) (always flagged);
 - ``detached_track``: the keypoint's 3D track reached this stretch only
-  across a large jump from every stretch that a seed frame or the two
+  across a large jump or a loss of the keypoint from every stretch that a seed frame or the two
   tracking passes' agreement verifies, and the body disagrees too: the
   stretch's median distance from the keypoint's place in the body (the seed
   template fitted to the animal's other keypoints) exceeds the 90th

@@ -474,6 +474,9 @@ def body_residual(template: Any, X: np.ndarray) -> np.ndarray:
 #: a stretch of a keypoint's track cut off from its verified stretches is doubtful when its median distance from
 #: its place in the body exceeds this percentile of that distance over the verified stretches
 DETACHED_PERCENTILE = 90.0
+#: a track resumed after more than this many frames without a point is cut there: continuity does not carry identity
+#: across a loss
+LOST_CUT_FRAMES = 2
 #: the fewest one-frame moves and verified points of a keypoint that make its 90th percentiles meaningful
 DETACHED_MIN_SAMPLES = 10
 
@@ -484,7 +487,9 @@ def _detached(su: Any, a: dict[str, np.ndarray]) -> np.ndarray:
     Each keypoint's track (points with >= 2 agreeing views) is cut at large
     jumps: a move between observed frames ``g`` apart larger than
     ``SPIKE_FACTOR`` x the 90th percentile of the keypoint's one-frame moves x
-    ``g`` (and a quarter of the animal's size). A stretch with a seed frame
+    ``g`` (and a quarter of the animal's size), and where it resumes after
+    more than ``LOST_CUT_FRAMES`` frames without a point (the keypoint was
+    lost: whatever it found again is not carried by continuity). A stretch with a seed frame
     or a point both tracking passes confirm is *verified*. A stretch reached
     only across a jump is doubtful when, in addition, the body disagrees:
     its median distance from the keypoint's place in the body
@@ -514,7 +519,8 @@ def _detached(su: Any, a: dict[str, np.ndarray]) -> np.ndarray:
                 continue
             move = np.linalg.norm(np.diff(X[idx, i, k], axis=0), axis=-1)
             q = float(np.percentile(move[gap == 1], 90))
-            stretch = np.r_[0, np.cumsum(move > np.maximum(SPIKE_FACTOR * q * gap, floor))]
+            cut = (move > np.maximum(SPIKE_FACTOR * q * gap, floor)) | (gap > LOST_CUT_FRAMES)
+            stretch = np.r_[0, np.cumsum(cut)]
             verified = np.zeros(stretch[-1] + 1, bool)
             np.logical_or.at(verified, stretch, anchor[idx, i, k])
             if verified.all() or not verified.any():

@@ -19,8 +19,10 @@ from it. Per frame:
 1. **region localisation** (reasoner): the 3D pose is predicted by a
    constant-velocity (alpha-beta) filter per keypoint, moved with the
    coherent motion of each keypoint's neighbourhood
-   (:func:`~ethoscribe.pose.association.group_shift`); keypoints lost for
-   more than two frames are placed by the animal's online body template;
+   (:func:`~ethoscribe.pose.association.group_shift`); a lost keypoint is
+   placed by the animal's online body template fitted to its tracked
+   keypoints (it was lost because it moved where its velocity did not say:
+   extrapolating that velocity sends it onto another keypoint's marker);
    the prediction is projected into every view, and each body region gets a
    box of ``gate`` prediction standard deviations around its keypoints. A
    seed frame takes the seed labels.
@@ -113,7 +115,7 @@ RIGID_MIN_SEEN = 20.0
 #: association margin recorded for seed labels (a person's label: beyond doubt)
 SEED_MARGIN = 99.0
 RIGID_MAX_OFF = 0.05
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 
 @dataclass
@@ -706,7 +708,8 @@ class _Tracker:
         placed = np.einsum("aij,akj->aki", r, src) + t[:, None]
         Xt, Xo = placed[:I], placed[I:]
         spread_ok = _well_spread(known)
-        lost = (st.age > 2) & np.isfinite(Xo).all(-1) & spread_ok[:, None]
+        # a lost keypoint: where the body frame of the tracked ones puts it, not where its velocity would
+        lost = (st.age > 0) & np.isfinite(Xo).all(-1) & spread_ok[:, None]
         Xp = np.where(lost[..., None], Xo, Xp)
         base = np.maximum(st.sigma, st.sigma_slow)[None, :]
         sig = np.minimum(base * np.sqrt(1.0 + st.age), 2.0 * self.size)
@@ -936,6 +939,7 @@ class _Tracker:
             use = conf & tracked_before
             ceiling = cfg.max_sigma_fraction * self.size
             floor = self.sigma_px / max(self._ppu_typ(), 1e-9)
+            motion_floor = max(floor, cfg.min_sigma_fraction * self.size)
             with np.errstate(invalid="ignore"):
                 r2 = np.minimum(resid ** 2, (RESID_CLIP * base) ** 2)
                 cnt = use.sum(axis=0)
@@ -944,7 +948,7 @@ class _Tracker:
             for name, rate in (("sigma", cfg.sigma_rate), ("sigma_slow", cfg.sigma_rate / 10)):
                 old = getattr(st, name)
                 new = np.sqrt((1 - rate) * old ** 2 + rate * np.where(upd, per_k, 0.0))
-                setattr(st, name, np.clip(np.where(upd, new, old), floor, ceiling))
+                setattr(st, name, np.clip(np.where(upd, new, old), motion_floor, ceiling))
             if rel_resid is not None:
                 with np.errstate(invalid="ignore"), warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
