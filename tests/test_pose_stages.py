@@ -248,3 +248,57 @@ def test_motion_scale_after_a_long_rest_still_allows_a_sudden_start(tmp_path: Pa
     size_px = np.median(np.linalg.norm(xy - xy.mean(axis=1, keepdims=True), axis=-1))
     mm_px = size_px / size  # at most the pixels per mm of the rig (the body is foreshortened in the views)
     assert last["input"]["sigma_px_median"] >= 0.05 * size * mm_px
+
+
+def test_a_paw_on_a_lost_back_markers_point_hands_it_back() -> None:
+    # the right front paw's track slid onto the rear back marker while that marker was lost: the left/right,
+    # rigid and front/back rules all need both keypoints, so only the body's place can put it back. A tail
+    # marker on its lost neighbour's place is left alone (a curled tail moves one onto the other)
+    from ethoscribe.pose.association import (
+        BodyStructure,
+        hand_back,
+        lateral_axis,
+        template_neighbours,
+    )
+
+    tpl = BODY[None]
+    spread = np.full(K, 3.0)
+    pairs = ((KP["ear_left"], KP["ear_right"]), (KP["paw_front_left"], KP["paw_front_right"]),
+             (KP["paw_hind_left"], KP["paw_hind_right"]))
+    st = BodyStructure(rigid=np.zeros((0, 2), np.int64), rigid_dist=np.zeros((1, 0)), rigid_sd=np.zeros(0),
+                       active=np.zeros(0, bool), pairs=pairs, lateral=lateral_axis(tpl, pairs)[0], seed_shape=tpl,
+                       seed_weight=1.0 / spread ** 2, side_scale=4.0)
+    c, s = np.cos(0.7), np.sin(0.7)
+    pose = BODY @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T + np.array([100.0, -40.0, 0.0])
+    pose += np.random.default_rng(0).normal(0, 0.5, pose.shape)
+    paw, back = KP["paw_front_right"], KP["back_rear"]
+    nb = template_neighbours(tpl)
+
+    # one hypothesis per keypoint; the paw's own marker is unseen, and its track holds the back marker's point
+    matched = np.arange(K)
+    matched[back], matched[paw] = -1, back
+    handed = hand_back(matched, pose, st, nb, 1, K)
+    assert handed == [(0, paw, back)]
+    assert matched[back] == back and matched[paw] == -1
+
+    # ... also where the current posture (the online template) last saw the back marker there
+    matched = np.arange(K)
+    matched[back], matched[paw] = -1, back
+    assert hand_back(matched, pose, st, nb, 1, K, current=pose[None]) == [(0, paw, back)]
+    # but not where the current posture puts the lost keypoint elsewhere
+    elsewhere = pose.copy()
+    elsewhere[back] += np.array([0.0, 0.0, 20.0])
+    matched = np.arange(K)
+    matched[back], matched[paw] = -1, back
+    assert hand_back(matched, pose, st, nb, 1, K, current=elsewhere[None]) == [] and matched[paw] == back
+
+    # a paw on its own marker keeps it
+    matched = np.arange(K)
+    matched[back] = -1
+    assert hand_back(matched, pose, st, nb, 1, K) == [] and matched[paw] == paw
+
+    # the middle of the tail on the place of its lost tip: the tail's neighbours are not told apart by the body
+    mid, tip = KP["tail_mid"], KP["tail_tip"]
+    matched = np.arange(K)
+    matched[tip], matched[mid] = -1, tip
+    assert hand_back(matched, pose, st, nb, 1, K) == []

@@ -629,6 +629,95 @@ def repair(cost: FloatArray, matched: NDArray[np.int64], Y: FloatArray, support:
     return matched, moves, swaps
 
 
+#: a held point this many template spreads from its keypoint's place in the body ...
+HAND_OWN_Z = 3.0
+#: ... and within this many spreads of the place of a keypoint without a point goes to that keypoint
+HAND_LOST_Z = 2.0
+#: the fewest other points of the animal that place the body
+HAND_MIN_OTHERS = 4
+
+
+def hand_back(matched: NDArray[np.int64], Y: FloatArray, st: BodyStructure, neighbours: NDArray[np.int64],
+              I: int, K: int, current: FloatArray | None = None,
+              min_gain: float = 1.0) -> list[tuple[int, int, int]]:
+    """Tracks held by the wrong keypoint of a lost one, to be renamed: (animal, holder, lost keypoint).
+
+    Every rule of :func:`repair` needs both keypoints of a pair present, so a
+    keypoint whose track slid onto the marker of another that is lost at the
+    time (a paw on a back marker while the back marker is unseen) keeps it
+    for as long as the other stays lost. The body decides instead: each
+    keypoint's place is the seed template fitted (weights ``1 / spread^2``)
+    to the animal's *other* points, as the QC's body residual does. A point
+    more than ``HAND_OWN_Z`` template spreads from its holder's place and
+    within ``HAND_LOST_Z`` spreads of the place of a keypoint without a point
+    is that keypoint's: the track is renamed (the holder becomes lost, and is
+    looked for at its own place). Where ``current`` (I, K, 3) gives each
+    keypoint's place in the current posture (the online template; NaN
+    unknown), the point must be within ``HAND_LOST_Z`` spreads of that place
+    too: a paw stepping far out may pass the seed place of another keypoint,
+    but not where that keypoint was last seen on the body. Not between
+    template neighbours or a left/right pair, whose places a bent posture (a
+    curled tail, a stride) moves onto each other, and only where the body
+    structure
+    (:func:`structure_energy`) does not get worse by more than ``min_gain``
+    and at least ``HAND_MIN_OTHERS`` other points place the body.
+    ``matched`` (I*K,) hypothesis per keypoint (-1 none) of the points ``Y``
+    (N, 3) is updated in place; ``neighbours`` (K, J) the template
+    neighbours (:func:`template_neighbours`).
+    """
+    from ethoscribe.pose.model import kabsch
+
+    out: list[tuple[int, int, int]] = []
+    if Y.shape[0] == 0:
+        return out
+    alike = np.zeros((K, K), bool)
+    alike[np.repeat(np.arange(K), neighbours.shape[1]), neighbours.reshape(-1)] = True
+    for a, b in st.pairs:
+        alike[a, b] = True
+    alike |= alike.T
+    spread = 1.0 / np.sqrt(st.seed_weight)
+    Yn = np.concatenate([Y, np.full((1, 3), np.nan)])  # index N: none
+    for a in range(I):
+        rows = a * K + np.arange(K)
+        held = matched[rows] >= 0
+        if held.all() or held.sum() < HAND_MIN_OTHERS + 1:
+            continue
+        full = Yn[np.where(matched >= 0, matched, Y.shape[0])].reshape(I, K, 3)
+        pose = full[a]
+        # the body's place of every keypoint, fitted without each held keypoint in turn
+        hk = np.flatnonzero(held)
+        w = np.broadcast_to(np.where(held, st.seed_weight, 0.0), (hk.size, K)).copy()
+        w[np.arange(hk.size), hk] = 0.0
+        src = np.broadcast_to(st.seed_shape[a], (hk.size, K, 3))
+        r, t = kabsch(src, np.broadcast_to(pose, (hk.size, K, 3)), w)
+        place = np.einsum("bij,bkj->bki", r, src) + t[:, None]  # holder, keypoint, 3
+        with np.errstate(invalid="ignore"):
+            z = np.linalg.norm(pose[hk][:, None] - place, axis=-1) / spread[None, :]  # holder, keypoint
+        own = z[np.arange(hk.size), hk]
+        zl = np.where(alike[hk] | held[None, :] | ~np.isfinite(z), np.inf, z)  # only to keypoints without a point
+        if current is not None:
+            with np.errstate(invalid="ignore"):
+                zc = np.linalg.norm(pose[hk][:, None] - current[a][None], axis=-1) / spread[None, :]
+            zl = np.where(np.isfinite(zc) & (zc >= HAND_LOST_Z), np.inf, zl)
+        for n in np.argsort(np.where(np.isfinite(own), own, -np.inf))[::-1]:
+            if not own[n] > HAND_OWN_Z:
+                break
+            j = int(np.argmin(zl[n]))
+            if not zl[n, j] < HAND_LOST_Z:
+                continue
+            k = int(hk[n])
+            new = full.copy()
+            new[a, j], new[a, k] = full[a, k], np.nan
+            e_cur, e_new = structure_energy(np.stack([full, new]), st)[:, a]
+            if e_new > e_cur + min_gain:
+                continue
+            matched[rows[j]], matched[rows[k]] = matched[rows[k]], -1
+            out.append((a, k, j))
+            full = new
+            zl[:, j] = np.inf  # it holds a point now
+    return out
+
+
 def structure_violations(Y: FloatArray, matched: NDArray[np.int64], st: BodyStructure | None, I: int,
                          K: int) -> NDArray[np.bool_]:
     """(I*K,) keypoints in an active rigid pair whose distance is off by more than 3 tolerances."""

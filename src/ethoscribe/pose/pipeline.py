@@ -115,7 +115,7 @@ RIGID_MIN_SEEN = 20.0
 #: association margin recorded for seed labels (a person's label: beyond doubt)
 SEED_MARGIN = 99.0
 RIGID_MAX_OFF = 0.05
-STATE_VERSION = 4
+STATE_VERSION = 5
 
 
 @dataclass
@@ -797,6 +797,14 @@ class _Tracker:
                 if arr is not None:
                     arr[a, [k1, k2]] = arr[a, [k2, k1]]
             st.age[a, [k1, k2]] = st.age[a, [k2, k1]]
+        for a, k, j in res.handed:  # a track handed to the lost keypoint whose marker it held
+            for arr in (st.position, st.velocity, Xp, sig if sig.ndim == 2 else None):
+                if arr is not None:
+                    arr[a, [k, j]] = arr[a, [j, k]]
+            st.age[a, [k, j]] = st.age[a, [j, k]]
+            # the holder, lost now, is looked for at its place in the seed template: what the online template
+            # learned of it while it held the other marker is the other keypoint's place
+            st.body[a, k] = self.su.template.shape[a, k]
         X = res.tri.points3d.reshape(I, K, 3)
         n_in = res.tri.n_inliers.reshape(I, K)
         good = np.isfinite(X).all(-1) & (n_in >= 2)

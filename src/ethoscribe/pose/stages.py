@@ -31,10 +31,12 @@ from ethoscribe.pose.association import (
     association_cost,
     association_margin,
     confident_points,
+    hand_back,
     repair,
     semantic_cost,
     shape_context,
     structure_violations,
+    template_neighbours,
 )
 from ethoscribe.pose.geometry import FrameGeometry, MarkerPoints, Triangulation
 from ethoscribe.pose.reasoner import Assignment, FrameContext, Reasoner, RegionBoxes, duplicated_views
@@ -123,7 +125,9 @@ class FrameResult:
     candidate labels; ``first_errors`` (V, I, K) errors of the reasoner's
     labels against the final 3D points (for the camera statistics);
     ``tri`` the final triangulation (P = I*K points); ``events`` what was
-    changed (for the trace).
+    changed (for the trace); ``relabel`` the tracks the structure repair
+    renamed and ``handed`` those handed to a lost keypoint (animal,
+    holder, keypoint).
     """
 
     label_xy: FloatArray
@@ -139,6 +143,7 @@ class FrameResult:
     margin: FloatArray | None = None
     confident: NDArray[np.bool_] | None = None
     relabel: list[tuple[int, int, int]] = field(default_factory=list)
+    handed: list[tuple[int, int, int]] = field(default_factory=list)
     proposed: FloatArray | None = None
 
 
@@ -341,7 +346,11 @@ def refine_frame(
        where the result breaks the body's history-free structure (rigid
        distances, left/right and front/back order), tracks are renamed or
        keypoints reassigned; renamed tracks are reported in ``relabel`` so
-       the tracker exchanges their state too.
+       the tracker exchanges their state too. Then a track that sits on the
+       marker of a keypoint without a point, far from its own place in the
+       body and at that keypoint's, is handed to it
+       (:func:`~ethoscribe.pose.association.hand_back`, reported in
+       ``handed``: the tracker gives the lost keypoint the track's state).
     4. **labels** (:func:`_refine_labels`): each associated point takes, view
        by view, the candidate nearest its reprojection (no candidate for two
        points; a spot two overlapping points share labels neither) and is
@@ -407,6 +416,7 @@ def refine_frame(
     matched = np.full(P, -1, np.int64)
     margin = np.full(P, np.nan)
     relabel: list[tuple[int, int, int]] = []
+    handed: list[tuple[int, int, int]] = []
     pre_matched = np.full(P, -1, np.int64)
     pre_conf = np.zeros(P, bool)
     if N:
@@ -435,6 +445,18 @@ def refine_frame(
             if swaps:
                 relabel = swaps
                 events["relabelled"] = [[ctx.individuals[a], ctx.keypoints[k1], ctx.keypoints[k2]] for a, k1, k2 in swaps]
+            # a track on the marker of a lost keypoint, far from its own place in the body, is that keypoint's
+            if body is not None:  # the online template's places too: where each keypoint was last seen on the body
+                nb = body.neighbours
+                current = np.einsum("aij,akj->aki", body.rotation, body.body) + body.translation[:, None]
+            else:
+                nb, current = template_neighbours(structure.seed_shape), None
+            handed = hand_back(matched, pts.points3d, structure, nb, I, K, current)
+            if handed:
+                cand[:] = -1
+                got = matched >= 0
+                cand[:, got] = pts.support[:, matched[got]]
+                events["handed_back"] = [[ctx.individuals[a], ctx.keypoints[k], ctx.keypoints[j]] for a, k, j in handed]
         if not np.array_equal(matched, pre_matched):
             margin = association_margin(cost, matched, gate2, pts.points3d, same)
     X_ref = None
@@ -527,7 +549,7 @@ def refine_frame(
         label_xy=label.reshape(V, I, K, 2), cand=cand.reshape(V, I, K), stage=stage.reshape(V, I, K),
         conflict=conflict.reshape(V, I, K), errors=errors.reshape(V, I, K),
         first_errors=first_err.reshape(V, I, K), first_inliers=first_inl.reshape(V, I, K), tri=tri,
-        reprojected=reproj.reshape(V, I, K), events=events, margin=margin, relabel=relabel,
+        reprojected=reproj.reshape(V, I, K), events=events, margin=margin, relabel=relabel, handed=handed,
         proposed=np.where((pre_conf & (pre_matched >= 0))[:, None], pts.points3d[np.maximum(pre_matched, 0)]
                           if N else np.nan, np.nan).reshape(I, K, 3),
         confident=confident_points(matched, margin, pts.n_support, int(use_views.sum()))
