@@ -164,6 +164,28 @@ def test_turn_rate_is_net_turning_not_sway():
     np.testing.assert_allclose(np.median(net_turn_rate(turn, 30.0)), 2.0, rtol=1e-6)
 
 
+def test_head_scanning_and_paw_strokes_are_not_travel():
+    # a mouse standing still that scans with its head and strokes with its front paws
+    fps, T = 30.0, 300
+    t = np.arange(T) / fps
+    base = {"ear_left": (70, 6, 22), "ear_right": (70, -6, 22), "back_front": (55, 0, 18), "back_mid": (35, 0, 18),
+            "back_rear": (15, 0, 15), "paw_front_left": (55, 10, 0), "paw_front_right": (55, -10, 0),
+            "paw_hind_left": (15, 10, 0), "paw_hind_right": (15, -10, 0), "tail_base": (0, 0, 10),
+            "tail_mid": (-30, 0, 5), "tail_tip": (-60, 0, 2)}
+    pos = np.repeat(np.array(list(base.values()), dtype=float).T[None, :, :, None], T, axis=0)  # (T, 3, K, 1)
+    k = list(base)
+    for ear in ("ear_left", "ear_right"):
+        pos[:, 1, k.index(ear), 0] += 20 * np.sin(2 * np.pi * 2 * t)
+    for paw in ("paw_front_left", "paw_front_right"):
+        pos[:, 0, k.index(paw), 0] += 8 * np.sin(2 * np.pi * 5 * t)
+        pos[:, 2, k.index(paw), 0] += 8 * (1 + np.sin(2 * np.pi * 5 * t))
+    ds = xr.Dataset({"position": (("time", "space", "keypoints", "individuals"), pos)},
+                    coords={"time": t, "space": ["x", "y", "z"], "keypoints": k, "individuals": ["m"]}, attrs={"fps": fps})
+    f = compute_pose_features(ds)
+    assert np.median(f.column("speed")) < 0.02 and np.median(f.column("acceleration")) < 0.1
+    assert np.median(f.column("pose_change")) > 0.3 and np.median(f.column("paw_motion")) > 0.3
+
+
 def test_groups_of_components_weigh_as_one_feature():
     from ethoscribe.behavior.features import feature_group
     from ethoscribe.behavior.video_features import VideoFeatures

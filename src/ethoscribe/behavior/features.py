@@ -27,7 +27,8 @@ Pipeline (:func:`compute_pose_features`):
    lighter one (5 frames, cubic) so that fast limb strokes survive.
 3. **Kinematics.** Velocities and accelerations via
    :func:`movement.kinematics.compute_velocity` /
-   :func:`~movement.kinematics.compute_acceleration`; the body frame from the
+   :func:`~movement.kinematics.compute_acceleration` (travel from the trunk,
+   see ``speed`` below); the body frame from the
    rear -> neck axis in the horizontal (x, y) plane; 3D data are taken as
    z-up with the floor at the 2nd percentile of the animal's keypoint heights.
 
@@ -35,7 +36,10 @@ Feature list (units in :attr:`PoseFeatures.units`; BL = the animal's median
 head-tip to rear distance, so features are scale free):
 
 =====================  =====================================================
-``speed``              centroid speed in the horizontal plane (BL/s)
+``speed``              trunk speed in the horizontal plane (BL/s); the
+                       trunk is the mean of the neck, mid-back and rear
+                       keypoints, so that head scanning and limb strokes do
+                       not read as travel
 ``forward_speed``      its component along the body axis (BL/s, signed)
 ``lateral_speed``      abs. component across the body axis (BL/s)
 ``acceleration``       abs. tangential acceleration (BL/s^2)
@@ -555,7 +559,6 @@ def compute_pose_features(
     centroid = P[:, :, core, :].mean(axis=2)  # (T, S, I)
     cen_da = xr.DataArray(centroid, dims=("time", "space", "individuals"), coords={"time": coords["time"], "space": coords["space"], "individuals": coords["individuals"]})
     vel = compute_velocity(cen_da).values  # (T, S, I) per second
-    acc = compute_acceleration(cen_da).values if T >= 3 else np.zeros_like(vel)
     tip = _mean_of(P, [kidx[k] for k in parts.head_tip])
     nk = _mean_of(P, [kidx[k] for k in parts.neck])
     rr = _mean_of(P, [kidx[k] for k in parts.rear])
@@ -574,6 +577,13 @@ def compute_pose_features(
     if np.any(~np.isfinite(bl)) or np.any(bl <= 0):
         raise InputError("the animal's head tip and rear coincide (zero body length); check the keypoint roles")
 
+    # locomotion is the motion of the trunk (neck, mid-back, rear): the head and
+    # limbs move on their own (scanning, grooming, strides), and their motion
+    # would read as travel in a centroid of all keypoints
+    trunk = (nk + rr + mid) / 3 if mid is not None else (nk + rr) / 2
+    trunk_da = xr.DataArray(trunk, dims=cen_da.dims, coords=cen_da.coords)
+    v_trunk = compute_velocity(trunk_da).values[:, :2]  # (T, 2, I)
+    a_trunk = compute_acceleration(trunk_da).values[:, :2] if T >= 3 else np.zeros_like(v_trunk)
     v_xy = vel[:, :2]
     feats: dict[str, NDArray[np.float64]] = {}
     units: dict[str, str] = {}
@@ -582,11 +592,11 @@ def compute_pose_features(
         feats[name] = val
         units[name] = u
 
-    put("speed", np.linalg.norm(v_xy, axis=1) / bl, "BL/s")
-    put("forward_speed", (v_xy * e_f).sum(1) / bl, "BL/s")
-    put("lateral_speed", np.abs((v_xy * e_l).sum(1)) / bl, "BL/s")
-    sp = np.linalg.norm(v_xy, axis=1)
-    tang = (acc[:, :2] * v_xy).sum(1) / np.maximum(sp, 1e-9)
+    sp = np.linalg.norm(v_trunk, axis=1)
+    put("speed", sp / bl, "BL/s")
+    put("forward_speed", (v_trunk * e_f).sum(1) / bl, "BL/s")
+    put("lateral_speed", np.abs((v_trunk * e_l).sum(1)) / bl, "BL/s")
+    tang = (a_trunk * v_trunk).sum(1) / np.maximum(sp, 1e-9)
     put("acceleration", np.abs(tang) / bl, "BL/s^2")
     heading = np.unwrap(np.arctan2(e_f[:, 1], e_f[:, 0]), axis=0)
     put("angular_speed", np.abs(np.gradient(heading, axis=0) * fps), "rad/s")
