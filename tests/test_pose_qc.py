@@ -165,10 +165,31 @@ class _OrthoGeo(_Geo):
         return np.broadcast_to(X[:, :2], (V, len(X), 2)).copy(), np.ones((V, len(X)))
 
 
+class _Spots:
+    """Detected spots: ``spots[(frame, view)]`` is a list of (candidate id, x, y); no other spot anywhere."""
+
+    def __init__(self, spots: dict[tuple[int, int], list[tuple[int, float, float]]] | None = None) -> None:
+        self.spots = spots or {}
+
+    def block(self, frames: np.ndarray) -> SimpleNamespace:
+        M = max([1] + [len(s) for s in self.spots.values()])
+        xy = np.full((len(frames), V, M, 2), np.nan)
+        cid = np.full((len(frames), V, M), -1)
+        for (t, v), spots in self.spots.items():
+            for r in np.flatnonzero(np.asarray(frames) == t):
+                for m, (c, x, y) in enumerate(spots):
+                    cid[r, v, m], xy[r, v, m] = c, (x, y)
+        return SimpleNamespace(xy=xy, cid=cid, valid=cid >= 0)
+
+
+def _ortho_su(spots: _Spots) -> SimpleNamespace:
+    return SimpleNamespace(seed_xyz=np.stack([A, B])[None, None], geo=_OrthoGeo(), config=PoseConfig(), fps=30.0,
+                           sigma_px=0.5, rig=SimpleNamespace(in_image=lambda p: np.ones(p.shape[:-1], bool)),
+                           template=BodyTemplate(np.stack([A, B])[None], np.full(K, 2.0), 40.0), cands=spots)
+
+
 def test_a_single_view_on_the_keypoints_track_is_trusted_and_one_off_it_is_replaced() -> None:
-    su = SimpleNamespace(seed_xyz=np.stack([A, B])[None, None], geo=_OrthoGeo(), config=PoseConfig(), fps=30.0,
-                         sigma_px=0.5, rig=SimpleNamespace(in_image=lambda p: np.ones(p.shape[:-1], bool)),
-                         template=BodyTemplate(np.stack([A, B])[None], np.full(K, 2.0), 40.0))
+    su = _ortho_su(_Spots())
     for offset, kept in ((0.5, True), (30.0, False)):
         f, b = _passes(7)
         for p in (f, b):
@@ -184,3 +205,49 @@ def test_a_single_view_on_the_keypoints_track_is_trusted_and_one_off_it_is_repla
         assert a["predicted"][3, 0, 0]
         assert (a["cid"][3, 0, 0, 0] == 0) == kept  # a label off the track gives way to the track's prediction
         assert not flag[3, 0, 0, 0] and conf[3, 0, 0, 0] > 0.9
+
+
+def test_a_prediction_that_lands_on_spots_nobody_took_is_trusted() -> None:
+    # keypoint 0 moves fast (3 px a frame) and is lost in frame 3: its interpolation alone is too uncertain to trust
+    for spots, trusted in (({}, False), ({(3, 0): [(5, 9.5, 0.0)], (3, 1): [(6, 9.0, 0.5)]}, True),
+                           ({(3, 0): [(5, 9.5, 0.0)]}, False), ({(3, 0): [(5, 9.5, 0.0)], (3, 1): [(6, 14.0, 0.0)]}, False)):
+        f, b = _passes(7)
+        for p in (f, b):
+            for t in range(7):
+                _put(p, t, 0, A + [3.0 * t, 0.0, 0.0], 0, 3)
+            _put(p, 3, 0, None, -1, 0)
+        su = _ortho_su(_Spots(spots))
+        a = merge_passes(su, f, b)
+        a["predicted"] = fill_gaps(su, a, np.zeros(V, bool))
+        _, flag, conf = label_quality(su, a, np.zeros(V, bool))
+        assert a["predicted"][3, 0, 0] and np.allclose(a["xy"][3, :, 0, 0], [9.0, 0.0])
+        # two views see a spot that no keypoint took where the track predicts the keypoint: the point is there
+        assert (not flag[3, :, 0, 0].any()) == trusted and (conf[3, :, 0, 0] >= 0.9).all() == trusted
+        assert flag[3, :, 0, 0].all() != trusted
+
+
+def test_a_label_more_than_5px_from_its_point_is_flagged_even_within_a_wide_inlier_threshold() -> None:
+    # noisy spots widen the inlier threshold to 8 px: a label 6 px from where its 3D point projects still joined the
+    # point, but it is likely more than 5 px off the keypoint; one 4 px away is fine
+    f, b = _passes(3)
+    for p in (f, b):
+        p["threshold"][:] = 8.0
+        p["err"][1, 0, 0, 0], p["err"][1, 1, 0, 0] = 6.0, 4.0
+    _, bits, flag, conf = _judge(f, b)
+    assert bits[1, 0, 0, 0] & REASON_BIT["high_reprojection_error"] and flag[1, 0, 0, 0] and conf[1, 0, 0, 0] < 0.5
+    assert not bits[1, 1, 0, 0] & REASON_BIT["high_reprojection_error"] and not flag[1, 1, 0, 0]
+
+
+def test_a_reprojected_label_is_doubtful_when_the_views_of_its_point_spread_widely() -> None:
+    # noisy spots (inlier threshold 8 px): keypoint 0 is seen in views 0 and 1 and reprojected into view 2; the point
+    # is only as good as its views agree: labels 4.5 px off it (RMS) leave its reprojection likely beyond 5 px
+    for spread, doubtful in ((1.0, False), (4.5, True)):
+        f, b = _passes(3)
+        for p in (f, b):
+            p["threshold"][:] = 8.0
+            p["err"][1, :2, 0, 0] = spread
+            p["cid"][1, 2, 0, 0], p["xy"][1, 2, 0, 0], p["err"][1, 2, 0, 0], p["stage"][1, 2, 0, 0] = -1, 0.0, np.nan, 4
+        _, bits, flag, conf = _judge(f, b)
+        assert bits[1, 2, 0, 0] & REASON_BIT["reprojected"]
+        assert flag[1, 2, 0, 0] == doubtful and (conf[1, 2, 0, 0] < 0.5) == doubtful
+        assert not flag[1, :2, 0, 0].any()

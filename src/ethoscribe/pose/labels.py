@@ -21,16 +21,21 @@ Reason codes (:data:`REASONS`) say what applies to a row; ``flag`` says whether
 it is *doubtful*, worth a person's look:
 
 - ``high_reprojection_error``: the label disagrees with the 3D point the other
-  views agree on (always flagged);
+  views agree on: it lies farther than the inlier threshold, or than 5 px
+  (the distance within which a label counts as right), from the point's
+  reprojection (always flagged);
 - ``few_views``: the 3D point rests on fewer than ``verified_views`` agreeing
   views; flagged only when that support is genuinely weak: a single view
   (nothing checked it), or a confidence below 0.5;
 - ``conflict``: two keypoints claimed one marker when the two tracking
   passes were reconciled: the keypoint that let go of it (its labels, if
   any, are ``predicted`` and flagged by their confidence), and the one that
-  kept it, flagged unless both passes put it there (the tie-break between
-  the claims is no evidence of which is right); or the label lost or won a
-  candidate claimed twice and geometry did not confirm it (flagged);
+  kept it, flagged unless both passes put it there, or the prediction of
+  the keypoint that let go, from its own track, places that keypoint
+  elsewhere (likely within 5 px, and farther than the inlier threshold from
+  the label) (the tie-break between the claims is no evidence of which is
+  right); or the label lost or won a candidate claimed twice and geometry
+  did not confirm it (flagged);
 - ``passes_disagree``: the two tracking passes put the keypoint on different
   markers and the one whose track joins the agreed track without a jump was
   taken, or the other pass followed a marker that another keypoint holds
@@ -39,15 +44,21 @@ it is *doubtful*, worth a person's look:
 - ``reprojected``: no candidate in this view: the label is the reprojection of
   the 3D point. Every reprojected label carries it; it is flagged only when
   doubtful: its confidence (which counts the support of the point: fewer
-  than ``verified_views`` views not confirmed by both passes lower it; for a
-  ``predicted`` point, the chance that the prediction is within 5 px) is
-  below 0.5, or another reason flags it;
+  than ``verified_views`` views not confirmed by both passes lower it, and
+  so does a wide spread of the point's labels about it: the chance that the
+  reprojection is within 5 px when its error has the scale of their RMS
+  reprojection error; for a ``predicted`` point, the chance that the
+  prediction is within 5 px) is below 0.5, or another reason flags it;
 - ``predicted``: the keypoint was observed in no view of this frame; its 3D
   point is interpolated over a short gap of its track (flagged through
   ``low_confidence``: the confidence of a predicted label is its chance of
-  lying within 5 px of the keypoint; a single view's candidate that the
-  prediction confirms, within the inlier threshold, keeps its position and
-  is wrong only if both the unverified view and the prediction are);
+  lying within 5 px of the keypoint, from the keypoint's displacement over
+  the gap, or at least that of an n-view point when the predicted point
+  lands, within 2.5 px, on spots that no label claims in n >= 2 views (the
+  keypoint's marker, seen where its track puts it); a single view's
+  candidate that the prediction confirms, within the inlier threshold,
+  keeps its position and is wrong only if both the unverified view and the
+  prediction are);
 - ``large_jump``: the 3D point moved much more than the motion model expected,
   or it leaves its track for a frame and comes back (a spike: farther from the
   midpoint of its neighbours in time than three times the 90th percentile of

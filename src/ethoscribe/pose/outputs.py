@@ -177,6 +177,7 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
     lost = np.zeros((T, I, K), bool)
     out["dropped"] = np.zeros((T, I, K), bool)
     out["won"] = np.zeros((T, I, K), bool)
+    out["won_from"] = np.full((T, I, K), -1, np.int64)  # the keypoint (flat I*K index) that gave way to the winner
     for t in np.flatnonzero(both | only_b | f["done"]):
         rivals: dict[int, int] = {}  # a keypoint that switched pass -> the one it first gave way to
         for _ in range(I * K):
@@ -204,6 +205,7 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
             out["conflict"][t, :, a_l, k_l] = True
             out["dropped"][t, a_l, k_l] = True
             out["won"][t].reshape(-1)[[winner, rivals.get(int(loser), winner)]] = True
+            out["won_from"][t].reshape(-1)[[winner, rivals.get(int(loser), winner)]] = int(loser)
     out["from_backward"] = take_b
     _explained(out, f, b, disagree, take_b, tol)
     return out
@@ -326,7 +328,10 @@ def fill_gaps(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> np.ndar
     view's candidate within the inlier threshold of the predicted point keeps
     its label (the track confirms it); one farther off gives way to the
     prediction. ``a["predicted_conf"]`` gets, for every view, the chance that
-    the prediction lies within ``PREDICTED_OK_PX``.
+    the prediction lies within ``PREDICTED_OK_PX``: from the keypoint's
+    displacement over the gap, or, when the predicted point lands on spots
+    that no label claims in ``n >= 2`` views (:func:`_spot_views`), at least
+    that of an ``n``-view point (``1 - TWO_VIEW_DOUBT / 2^(n - 2)``).
     """
     T, V, I, K = a["cid"].shape
     X = a["X"]
@@ -385,7 +390,40 @@ def fill_gaps(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> np.ndar
                 pc = 1.0 - np.exp(-PREDICTED_OK_PX ** 2 / (2.0 * s_px ** 2))
             a["predicted_conf"][tt, v, ii, kk] = np.nan_to_num(pc)
         a["n_in"][tt, ii, kk] = 0
+    # a predicted point on free spots in n >= 2 views (:func:`_spot_views`) is as sure as an n-view point
+    a["spot_views"] = _spot_views(su, a, predicted)
+    n_spot = a["spot_views"][:, None].astype(float)
+    on_spots = 1.0 - TWO_VIEW_DOUBT / 2.0 ** (n_spot - 2.0)
+    a["predicted_conf"] = np.where(n_spot >= 2, np.maximum(a["predicted_conf"], on_spots), a["predicted_conf"])
     return predicted
+
+
+def _spot_views(su: Any, a: dict[str, np.ndarray], predicted: np.ndarray) -> np.ndarray:
+    """(T, I, K) number of views in which a predicted point lands on a spot no label claims.
+
+    The prediction comes from the keypoint's track, the spots from the
+    images: a detected spot that no keypoint took, within half
+    ``PREDICTED_OK_PX`` of the predicted label, in two or more views is a
+    marker seen where the track puts the keypoint (seen but not associated,
+    e.g. given up in a clash), and then the point is within
+    ``PREDICTED_OK_PX`` of it.
+    """
+    T, V, I, K = a["cid"].shape
+    out = np.zeros((T, V, I, K), bool)
+    tt, vv, ii, kk = np.nonzero(predicted[:, None] & (a["stage"] == REPROJECTION) & np.isfinite(a["xy"][..., 0]))
+    if not tt.size:
+        return out.sum(axis=1)
+    frames = np.unique(tt)
+    block = su.cands.block(frames)
+    row = np.searchsorted(frames, tt)
+    spots = block.xy[row, vv]  # n, M, 2
+    cid = block.cid[row, vv]  # n, M
+    claimed = (cid[:, :, None] == a["cid"][tt, vv].reshape(tt.size, 1, I * K)).any(-1)
+    free = block.valid[row, vv] & (cid >= 0) & ~claimed
+    with np.errstate(invalid="ignore"):
+        dist = np.linalg.norm(spots - a["xy"][tt, vv, ii, kk][:, None], axis=-1)
+    out[tt, vv, ii, kk] = (free & (dist <= 0.5 * PREDICTED_OK_PX)).any(-1)
+    return out.sum(axis=1)
 
 
 def su_ppu(su: Any) -> float:
@@ -538,6 +576,35 @@ def _detached(su: Any, a: dict[str, np.ndarray]) -> np.ndarray:
     return out
 
 
+def _rival_elsewhere(a: dict[str, np.ndarray], predicted: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    """(T, V, I, K) labels of a keypoint that won a marker whose rival's own track places the rival elsewhere.
+
+    The keypoint that gave way (``won_from``) is predicted there by
+    :func:`fill_gaps` from its own sure track, independently of the winner;
+    the marker is not the rival's when that prediction lands on spots no
+    label claims (so not the winner's) in two or more views
+    (:func:`_spot_views`), or, in a view, when it is likely within
+    ``PREDICTED_OK_PX`` (confidence at least 0.5) and lies farther than the
+    inlier threshold ``thr`` from the winner's label.
+    """
+    T, V, I, K = a["cid"].shape
+    out = np.zeros((T, V, I, K), bool)
+    won_from = a.get("won_from")
+    if won_from is None or "predicted_conf" not in a:
+        return out
+    tt, ii, kk = np.nonzero(won_from >= 0)
+    jj, ll = np.divmod(won_from[tt, ii, kk], K)
+    rival_pred = predicted[tt, jj, ll]
+    tt, ii, kk, jj, ll = tt[rival_pred], ii[rival_pred], kk[rival_pred], jj[rival_pred], ll[rival_pred]
+    own_spots = a.get("spot_views", np.zeros((T, I, K), int))[tt, jj, ll] >= 2
+    for v in range(V):
+        gap = np.linalg.norm(a["xy"][tt, v, ii, kk] - a["xy"][tt, v, jj, ll], axis=-1)
+        with np.errstate(invalid="ignore"):
+            ok = own_spots | ((gap > thr[tt, 0, 0, 0]) & (a["predicted_conf"][tt, v, jj, ll] >= 0.5))
+        out[tt[ok], v, ii[ok], kk[ok]] = True
+    return out
+
+
 def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reason bits (T, V, I, K), flags and confidences from the merged frame arrays.
 
@@ -552,33 +619,43 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
       continuity chose between them (1 when the rejected pass followed a
       marker another keypoint holds); a keypoint that kept a marker another
       one also claimed, without both passes confirming it, at most
-      ``CONTESTED_IDENTITY``; a seed label is 1;
-    - geometry: a label on a candidate: ``exp(-max(0, e^2 - thr^2) / (2 s^2))``
-      with ``e`` its reprojection error, ``thr`` the inlier threshold and ``s``
-      the label noise (1 within the threshold); a label whose 3D point rests on
-      ``n`` views: times ``1 - TWO_VIEW_DOUBT / 2^(n - 2)`` below
-      ``verified_views`` unless the other pass confirms it (two spots on an
-      epipolar line agree by chance); a reprojected label: the same support
-      factor; a predicted point: ``1 - exp(-(5 px)^2 / (2 s^2))``, the chance
-      that it is within 5 px when its error has the scale ``s`` of the
-      keypoint's displacement over the gap (see :func:`fill_gaps`), and for a
-      single view's candidate within the threshold of that prediction
+      ``CONTESTED_IDENTITY`` (not when the other keypoint's own prediction
+      places it elsewhere: :func:`_rival_elsewhere`); a seed label is 1;
+    - geometry: a label on a candidate: ``exp(-max(0, e^2 - r^2) / (2 s^2))``
+      with ``e`` its reprojection error, ``r`` the inlier threshold or
+      ``PREDICTED_OK_PX`` if smaller, and ``s`` the label noise (1 within
+      ``r``); a label whose 3D point rests on ``n`` views: times
+      ``1 - TWO_VIEW_DOUBT / 2^(n - 2)`` below ``verified_views`` unless the
+      other pass confirms it (two spots on an epipolar line agree by chance);
+      a reprojected label: the same support factor, times
+      ``1 - exp(-(5 px)^2 / (2 r^2))`` with ``r`` the RMS reprojection error
+      of the point's candidate labels in usable views (the reprojection is as
+      far off as the point, and the spread of its views about it is the scale
+      of that error); a predicted point: ``1 - exp(-(5 px)^2 / (2 s^2))``, the
+      chance that it is within 5 px when its error has the scale ``s`` of the
+      keypoint's displacement over the gap (see :func:`fill_gaps`), at least
+      ``1 - TWO_VIEW_DOUBT / 2^(n - 2)`` when it lands on spots no label
+      claims in ``n >= 2`` views, and for a single view's candidate within
+      the threshold of that prediction
       ``1 - (1 - UNVERIFIED_CONFIDENCE) (1 - that chance)`` (the view and the
       track are independent: both must be wrong); a label with no 3D point
       (one view, unverified): ``UNVERIFIED_CONFIDENCE``; the identity of a
       ``detached_track`` point (:func:`_detached`) at most ``CONTESTED_IDENTITY``;
     - halved in a suspect camera.
 
-    **Flags** (see :mod:`ethoscribe.pose.labels`): ``high_reprojection_error``,
+    **Flags** (see :mod:`ethoscribe.pose.labels`): ``high_reprojection_error``
+    (a candidate label farther than the inlier threshold, or than
+    ``PREDICTED_OK_PX``, from its 3D point's reprojection),
     ``large_jump``, ``detached_track`` and ``suspect_camera`` always flag; so does a confidence
     below 0.5 (``low_confidence``: a weakly supported reprojection or 2-view
     point, an ambiguous association, a prediction likely more than
     ``PREDICTED_OK_PX`` off); ``conflict`` flags an unconfirmed contested
     candidate and a marker kept against another keypoint's claim unless
-    both passes confirm it (not the predicted labels of the keypoint that let
-    go); a ``few_views`` label with a single view (nothing checked it) is
-    flagged; ``reprojected``, ``predicted`` and ``passes_disagree`` do not
-    flag by themselves.
+    both passes confirm it or the other keypoint's prediction places it
+    elsewhere (not the predicted labels of the keypoint that let go); a
+    ``few_views`` label with a single view (nothing checked it) is flagged;
+    ``reprojected``, ``predicted`` and ``passes_disagree`` do not flag by
+    themselves.
     """
     cfg = su.config
     T, V, I, K = a["cid"].shape
@@ -600,8 +677,11 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     confirmed = a.get("confirmed", np.zeros((T, I, K), bool))[:, None]
     disagree = a.get("disagree", np.zeros((T, I, K), bool))[:, None]
     bits = np.zeros((T, V, I, K), np.int64)
+    # a label farther than PREDICTED_OK_PX from where its 3D point projects is likely off, even within the (wider)
+    # inlier threshold that let it into the point
+    ok_px = np.minimum(thr, PREDICTED_OK_PX)
     with np.errstate(invalid="ignore"):
-        high = cand_label & (err > thr)
+        high = cand_label & (err > ok_px)
         verified = (err <= thr) & (n_in >= n_v)
     bits |= np.where(seed, REASON_BIT["seed"], 0)
     bits |= np.where(high, REASON_BIT["high_reprojection_error"], 0)
@@ -610,9 +690,11 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     dropped = a.get("dropped", np.zeros((T, I, K), bool))[:, None]
     won = a.get("won", np.zeros((T, I, K), bool))[:, None]
     # a doubtful conflict: an unconfirmed contested candidate, or a marker kept against a keypoint that let go of it
-    # (unless both passes put the keypoint there); the labels of a keypoint that let go of its marker are predicted
-    # and flagged by their own confidence
-    doubt_conflict = labelled & ~seed & ((a["conflict"] & cand_label & ~verified) | (won & ~confirmed))
+    # (unless both passes put the keypoint there, or the prediction of the keypoint that let go, from its own track,
+    # places that keypoint elsewhere); the labels of a keypoint that let go of its marker are predicted and flagged by
+    # their own confidence
+    contested = won & ~confirmed & ~_rival_elsewhere(a, predicted[:, 0], thr)
+    doubt_conflict = labelled & ~seed & ((a["conflict"] & cand_label & ~verified) | contested)
     bits |= np.where(doubt_conflict | (dropped & labelled & ~seed), REASON_BIT["conflict"], 0)
     bits |= np.where(disagree & labelled & ~seed, REASON_BIT["passes_disagree"], 0)
     bits |= np.where(reproj, REASON_BIT["reprojected"], 0)
@@ -629,15 +711,22 @@ def label_quality(su: Any, a: dict[str, np.ndarray], suspect: np.ndarray) -> tup
     p_id = np.where(confirmed, 1.0 - (1.0 - p_id) * AGREED_FACTOR, p_id)
     p_id = np.where(disagree, np.minimum(p_id, 0.5 + 0.5 * decisive), p_id)
     # a marker two keypoints claimed, kept by a tie-break that neither pass's agreement backs: a coin toss
-    p_id = np.where(won & ~confirmed, np.minimum(p_id, CONTESTED_IDENTITY), p_id)
+    p_id = np.where(contested, np.minimum(p_id, CONTESTED_IDENTITY), p_id)
     # a stretch the body and the track's continuity both set apart from the verified track: as doubtful
     p_id = np.where(detached, np.minimum(p_id, CONTESTED_IDENTITY), p_id)
     support = np.where(n_in >= n_v, 1.0, 1.0 - TWO_VIEW_DOUBT / 2.0 ** np.maximum(n_in - 2.0, 0.0))
     support = np.where(confirmed, 1.0, support)
     with np.errstate(invalid="ignore", over="ignore"):
-        p_err = np.where(np.isfinite(err), np.exp(-np.maximum(err ** 2 - thr ** 2, 0.0) / (2.0 * sig ** 2)), 1.0)
+        p_err = np.where(np.isfinite(err), np.exp(-np.maximum(err ** 2 - ok_px ** 2, 0.0) / (2.0 * sig ** 2)), 1.0)
     c_cand = np.where(has3d, p_id * support * p_err, UNVERIFIED_CONFIDENCE)
-    c_rep = p_id * support
+    # a reprojected label is as far off as the point: the spread of its usable views' labels about it (their RMS
+    # reprojection error) is the scale of that error
+    err_used = np.where(sus, np.nan, err)
+    n_err = np.isfinite(err_used).sum(axis=1, keepdims=True)
+    rms = np.sqrt(np.nansum(err_used ** 2, axis=1, keepdims=True) / np.maximum(n_err, 1))
+    with np.errstate(divide="ignore"):
+        p_rep = np.where(n_err > 0, 1.0 - np.exp(-PREDICTED_OK_PX ** 2 / (2.0 * rms ** 2)), 1.0)
+    c_rep = p_id * support * p_rep
     c_pred = a.get("predicted_conf", np.zeros((T, V, I, K)))
     # a candidate the prediction agrees with (fill_gaps kept it within the threshold of the predicted point): two
     # independent sources, the single view and the keypoint's track, must both be wrong for the label to be wrong
