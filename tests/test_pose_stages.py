@@ -250,6 +250,48 @@ def test_motion_scale_after_a_long_rest_still_allows_a_sudden_start(tmp_path: Pa
     assert last["input"]["sigma_px_median"] >= 0.05 * size * mm_px
 
 
+def test_a_head_slid_by_one_marker_is_put_back_as_a_whole() -> None:
+    # a fast head turn: the left ear's track slid onto the front back marker, whose own and the right ear's were
+    # lost. No rigid pair of the head is measured (each lacks an end), so only the head as a whole can be put back;
+    # the same where a paw's track took an ear's marker. The points are seen in three views each
+    from ethoscribe.pose.association import BodyStructure, complete_rigid, lateral_axis
+
+    tpl = BODY[None]
+    head = [KP["ear_left"], KP["ear_right"], KP["back_front"]]
+    rigid = np.array([[head[0], head[1]], [head[0], head[2]], [head[1], head[2]]])
+    dist = np.linalg.norm(BODY[rigid[:, 0]] - BODY[rigid[:, 1]], axis=-1)[None]
+    pairs = ((KP["ear_left"], KP["ear_right"]), (KP["paw_front_left"], KP["paw_front_right"]),
+             (KP["paw_hind_left"], KP["paw_hind_right"]))
+    st = BodyStructure(rigid=rigid, rigid_dist=dist, rigid_sd=np.full(3, 0.4), active=np.ones(3, bool), pairs=pairs,
+                       lateral=lateral_axis(tpl, pairs)[0], seed_shape=tpl, seed_weight=np.full(K, 1 / 9.0),
+                       side_scale=4.0)
+    c, s = np.cos(0.7), np.sin(0.7)
+    pose = BODY @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T + np.array([100.0, -40.0, 0.0])
+    pose += np.random.default_rng(0).normal(0, 0.05, pose.shape)
+    support = np.tile(np.arange(K), (3, 1))
+    left, right, front = head
+
+    matched = np.arange(K)
+    matched[left], matched[right], matched[front] = front, -1, -1
+    moved = complete_rigid(matched, pose, support, st, 1, K)
+    assert np.array_equal(matched, np.arange(K))
+    assert sorted(moved) == [(0, left, -1), (0, right, -1), (0, front, left)]
+
+    paw = KP["paw_front_right"]
+    matched = np.arange(K)
+    matched[left], matched[paw] = -1, left
+    moved = complete_rigid(matched, pose, support, st, 1, K)
+    assert matched[left] == left and matched[paw] == -1
+    assert sorted(moved) == [(0, left, -1), (0, paw, -2)]
+
+    # an ear without a point, and no free point at the distances of its partners: nothing to complete
+    unseen = pose.copy()
+    unseen[right] += 50.0
+    matched = np.arange(K)
+    matched[right] = -1
+    assert complete_rigid(matched, unseen, support, st, 1, K) == [] and matched[right] == -1
+
+
 def test_a_paw_on_a_lost_back_markers_point_hands_it_back() -> None:
     # the right front paw's track slid onto the rear back marker while that marker was lost: the left/right,
     # rigid and front/back rules all need both keypoints, so only the body's place can put it back. A tail

@@ -718,6 +718,180 @@ def hand_back(matched: NDArray[np.int64], Y: FloatArray, st: BodyStructure, neig
     return out
 
 
+#: a rigid pair is kept by a completion within this many tolerances
+COMPLETE_Z = 3.0
+#: the most member-to-point combinations a completion enumerates (a larger group is left to :func:`repair`)
+COMPLETE_MAX_SEARCH = 4096
+
+
+def _rigid_groups(st: BodyStructure, K: int) -> list[NDArray[np.int64]]:
+    """The keypoint sets (three or more) that the active rigid pairs connect."""
+    parent = list(range(K))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    for j, k in st.rigid[st.active]:
+        parent[root(int(j))] = root(int(k))
+    groups: dict[int, list[int]] = {}
+    for k in range(K):
+        groups.setdefault(root(k), []).append(k)
+    return [np.array(g) for g in groups.values() if len(g) >= 3]
+
+
+def _completions(cols: NDArray[np.int64], m_g: NDArray[np.int64], held: NDArray[np.int64],
+                 zp: dict[tuple[int, int], FloatArray], support: NDArray[np.int64]
+                 ) -> list[tuple[int, float, NDArray[np.int64]]]:
+    """The assignments of a rigid group's members to the points ``cols`` (see :func:`complete_rigid`).
+
+    ``m_g`` the members' current points (-1 none), ``held`` those present,
+    ``zp`` each rigid pair's (member, member) standard scores between the
+    points (C, C). Depth first, every measured pair within ``COMPLETE_Z``: a
+    member keeps its point, has none, or takes a point with two partners at
+    their distances. Returns (members placed, sum of squared scores,
+    assignment) of those that keep every held point, place more members,
+    give every moved member two measured partners and share no candidate.
+    """
+    n, C = m_g.size, cols.size
+    valid: list[tuple[int, float, NDArray[np.int64]]] = []
+    fits = np.zeros((n, C), int)
+    for (i1, i2), z in zp.items():
+        ok = (np.abs(z) <= COMPLETE_Z).any(axis=1)
+        fits[i1] += ok
+        fits[i2] += ok
+    own = cols[None, :] == m_g[:, None]
+    allowed = [np.r_[np.flatnonzero((fits[i] >= 2) | own[i]), C] for i in range(n)]
+    if np.prod([float(x.size) for x in allowed]) > COMPLETE_MAX_SEARCH:
+        return valid
+    pick = np.full(n, C)
+
+    def search(i: int) -> None:
+        if i == n:
+            m = np.where(pick < C, cols[np.minimum(pick, C - 1)], -1)
+            placed = int((m >= 0).sum())
+            if placed <= held.size or not np.isin(held, m).all():
+                return
+            z2, kept = 0.0, np.zeros(n, int)
+            for (i1, i2), z in zp.items():
+                if pick[i1] < C and pick[i2] < C:
+                    z2 += float(z[pick[i1], pick[i2]] ** 2)
+                    kept[i1] += 1
+                    kept[i2] += 1
+            sv = support[:, m[m >= 0]]
+            if (kept[m != m_g] >= 2).all() and all(np.unique(x[x >= 0]).size == (x >= 0).sum() for x in sv):
+                valid.append((placed, z2, m))
+            return
+        for c in allowed[i]:
+            if c < C:
+                if (pick[:i] == c).any():
+                    continue
+                if any(o < i and pick[o] < C and abs(z[c, pick[o]]) > COMPLETE_Z
+                       for (i1, i2), z in zp.items() if i in (i1, i2) for o in (i1 + i2 - i,)):
+                    continue
+            pick[i] = c
+            search(i + 1)
+        pick[i] = C
+
+    search(0)
+    return valid
+
+
+def complete_rigid(matched: NDArray[np.int64], Y: FloatArray, support: NDArray[np.int64], st: BodyStructure,
+                   I: int, K: int) -> list[tuple[int, int, int]]:
+    """Incomplete rigid groups re-associated as a whole: (animal, keypoint, source) of the moved keypoints.
+
+    Three keypoints whose distances never change (the ears and the front
+    back marker) can slide by one marker together: an ear on the back
+    marker while the ear whose marker it left and the back marker have no
+    point. No rigid pair is then measured (each has an end missing), so
+    :func:`structure_energy` sees nothing wrong, and moving one keypoint at
+    a time (:func:`repair`) only breaks a pair. Here a group of keypoints
+    connected by active rigid pairs (:func:`_rigid_groups`) with a member
+    without a point takes, as a whole, the assignment of its members to its
+    own points and the free ones (held by no one, sharing no candidate with
+    a held point, within the group's largest rigid distance of its points)
+    that places the most members, every measured pair within ``COMPLETE_Z``
+    tolerances, with the lowest sum of the pairs' squared standard scores
+    and the animal's :func:`structure_energy` (which tells an assignment
+    from its mirror image). It must keep all the group's points, place more
+    members than now, give every member it moves at least two kept rigid
+    partners (one distance is a sphere that a stray point may cross), share
+    no candidate between two points, and not add more than ``COMPLETE_Z^2``
+    to the structure energy. ``source`` is the keypoint whose point
+    the keypoint takes (the tracker gives the keypoint that track's state),
+    -1 a free point, -2: none (a keypoint outside every rigid group, a paw,
+    whose point the group took: the paw's marker is not at the exact
+    distances of two rigid partners, a head marker is). ``matched``
+    (I*K,) is updated in place.
+    """
+    out: list[tuple[int, int, int]] = []
+    N = Y.shape[0]
+    if N == 0 or st.rigid.shape[0] == 0 or not st.active.any():
+        return out
+    groups = _rigid_groups(st, K)
+    if not groups:
+        return out
+    V = support.shape[0]
+    Yn = np.concatenate([Y, np.full((1, 3), np.nan)])  # index N: none
+    act = st.rigid[st.active]
+    pair_idx = np.flatnonzero(st.active)
+    grouped = np.isin(np.arange(K), np.concatenate(groups))
+    for a in range(I):
+        rows = a * K + np.arange(K)
+        for g in groups:
+            m_g = matched[rows[g]]
+            held = m_g[m_g >= 0]
+            if held.size == 0 or held.size == g.size:
+                continue
+            # the points of the animal's keypoints outside every rigid group (a paw that took a head marker) may go
+            loose = matched[rows[~grouped]]
+            loose = loose[loose >= 0]
+            others = np.setdiff1d(matched[matched >= 0], np.r_[held, loose])
+            used = np.zeros((V, int(support.max(initial=0)) + 2), bool)
+            if others.size:
+                sv = support[:, others]
+                vv = np.broadcast_to(np.arange(V)[:, None], sv.shape)
+                used[vv[sv >= 0], sv[sv >= 0]] = True
+            clash = ((support >= 0) & used[np.arange(V)[:, None], np.maximum(support, 0)]).any(axis=0)
+            clash[others] = True
+            in_g = np.isin(act, g).all(axis=1)
+            reach = float(st.rigid_dist[a, pair_idx[in_g]].max() + COMPLETE_Z * st.rigid_sd[pair_idx[in_g]].max())
+            near = (np.linalg.norm(Y[:, None] - Y[held][None], axis=-1) <= reach).any(axis=1)
+            seen = (support >= 0).sum(axis=0) >= 3  # two views may agree on a ghost of two other markers
+            cols = np.union1d(held, np.flatnonzero(near & ~clash & (seen | np.isin(np.arange(N), loose))))
+            if cols.size <= held.size:
+                continue
+            pairs = [(int(np.flatnonzero(g == j)[0]), int(np.flatnonzero(g == k)[0]), float(st.rigid_dist[a, r]),
+                      float(st.rigid_sd[r])) for (j, k), r in zip(act[in_g], pair_idx[in_g])]
+            D = np.linalg.norm(Y[cols][:, None] - Y[cols][None], axis=-1)
+            zp = {(i1, i2): (D - d) / sd for i1, i2, d, sd in pairs}
+            valid = _completions(cols, m_g, held, zp, support)
+            if not valid:
+                continue
+            full = Yn[np.where(matched >= 0, matched, N)].reshape(I, K, 3)
+            alts = np.broadcast_to(full, (len(valid) + 1,) + full.shape).copy()
+            for i, (_p, _z, m) in enumerate(valid):
+                alts[i + 1, a, ~grouped & np.isin(matched[rows], m[m >= 0])] = np.nan
+                alts[i + 1, a, g] = Yn[np.where(m >= 0, m, N)]
+            e = structure_energy(alts, st)[:, a]
+            top = max(p for p, _z, _m in valid)
+            score = [z + e[i + 1] if p == top else np.inf for i, (p, z, _m) in enumerate(valid)]
+            i_best = int(np.argmin(score))
+            if e[i_best + 1] > e[0] + COMPLETE_Z ** 2:
+                continue
+            choice = valid[i_best][2]
+            for i in np.flatnonzero(choice != m_g):
+                src = g[np.flatnonzero(m_g == choice[i])]
+                out.append((a, int(g[i]), int(src[0]) if src.size else -1))
+            for k in np.flatnonzero(~grouped & np.isin(matched[rows], choice[choice >= 0])):
+                matched[rows[k]] = -1  # its point is the group's
+                out.append((a, int(k), -2))
+            matched[rows[g]] = choice
+    return out
+
+
 def structure_violations(Y: FloatArray, matched: NDArray[np.int64], st: BodyStructure | None, I: int,
                          K: int) -> NDArray[np.bool_]:
     """(I*K,) keypoints in an active rigid pair whose distance is off by more than 3 tolerances."""

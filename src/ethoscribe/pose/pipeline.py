@@ -115,7 +115,7 @@ RIGID_MIN_SEEN = 20.0
 #: association margin recorded for seed labels (a person's label: beyond doubt)
 SEED_MARGIN = 99.0
 RIGID_MAX_OFF = 0.05
-STATE_VERSION = 5
+STATE_VERSION = 6
 
 
 @dataclass
@@ -805,6 +805,22 @@ class _Tracker:
             # the holder, lost now, is looked for at its place in the seed template: what the online template
             # learned of it while it held the other marker is the other keypoint's place
             st.body[a, k] = self.su.template.shape[a, k]
+        for a in sorted({a for a, _, _ in res.reassociated}):  # the animal's points renamed as a whole
+            moved = [(k, s) for a_, k, s in res.reassociated if a_ == a]
+            old = [arr[a].copy() for arr in (st.position, st.velocity, Xp, st.age)]
+            for k, s in moved:
+                if s >= 0:  # the track of keypoint s, now k's
+                    for arr, o in zip((st.position, st.velocity, Xp, st.age), old):
+                        arr[a, k] = o[s]
+                elif s == -1:  # a free point: a new track, starting there without a velocity
+                    p = res.tri.points3d.reshape(I, K, 3)[a, k]
+                    if np.isfinite(p).all():
+                        st.position[a, k], Xp[a, k] = p, p
+                    st.velocity[a, k] = 0.0
+                    st.age[a, k] = max(int(st.age[a, k]), 1)
+                # (-2: a paw whose point the group took, lost now) what the online template learned of a moved
+                # keypoint was another's place
+                st.body[a, k] = self.su.template.shape[a, k]
         X = res.tri.points3d.reshape(I, K, 3)
         n_in = res.tri.n_inliers.reshape(I, K)
         good = np.isfinite(X).all(-1) & (n_in >= 2)

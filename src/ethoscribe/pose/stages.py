@@ -30,6 +30,7 @@ from ethoscribe.pose.association import (
     BodyStructure,
     association_cost,
     association_margin,
+    complete_rigid,
     confident_points,
     hand_back,
     repair,
@@ -127,7 +128,9 @@ class FrameResult:
     ``tri`` the final triangulation (P = I*K points); ``events`` what was
     changed (for the trace); ``relabel`` the tracks the structure repair
     renamed and ``handed`` those handed to a lost keypoint (animal,
-    holder, keypoint).
+    holder, keypoint); ``reassociated`` the keypoints a rigid group's
+    re-association moved (animal, keypoint, source: see
+    :func:`~ethoscribe.pose.association.complete_rigid`).
     """
 
     label_xy: FloatArray
@@ -144,6 +147,7 @@ class FrameResult:
     confident: NDArray[np.bool_] | None = None
     relabel: list[tuple[int, int, int]] = field(default_factory=list)
     handed: list[tuple[int, int, int]] = field(default_factory=list)
+    reassociated: list[tuple[int, int, int]] = field(default_factory=list)
     proposed: FloatArray | None = None
 
 
@@ -351,6 +355,11 @@ def refine_frame(
        body and at that keypoint's, is handed to it
        (:func:`~ethoscribe.pose.association.hand_back`, reported in
        ``handed``: the tracker gives the lost keypoint the track's state).
+       Last, a rigid group of keypoints (the ears and the front back
+       marker) with a member without a point is re-associated as a whole
+       where free points complete it at its rigid distances
+       (:func:`~ethoscribe.pose.association.complete_rigid`, reported in
+       ``reassociated``).
     4. **labels** (:func:`_refine_labels`): each associated point takes, view
        by view, the candidate nearest its reprojection (no candidate for two
        points; a spot two overlapping points share labels neither) and is
@@ -417,6 +426,7 @@ def refine_frame(
     margin = np.full(P, np.nan)
     relabel: list[tuple[int, int, int]] = []
     handed: list[tuple[int, int, int]] = []
+    reassociated: list[tuple[int, int, int]] = []
     pre_matched = np.full(P, -1, np.int64)
     pre_conf = np.zeros(P, bool)
     if N:
@@ -457,6 +467,12 @@ def refine_frame(
                 got = matched >= 0
                 cand[:, got] = pts.support[:, matched[got]]
                 events["handed_back"] = [[ctx.individuals[a], ctx.keypoints[k], ctx.keypoints[j]] for a, k, j in handed]
+            reassociated = complete_rigid(matched, pts.points3d, pts.support, structure, I, K)
+            if reassociated:
+                cand[:] = -1
+                got = matched >= 0
+                cand[:, got] = pts.support[:, matched[got]]
+                events["reassociated"] = [[ctx.individuals[a], ctx.keypoints[k], int(s)] for a, k, s in reassociated]
         if not np.array_equal(matched, pre_matched):
             margin = association_margin(cost, matched, gate2, pts.points3d, same)
     X_ref = None
@@ -550,6 +566,7 @@ def refine_frame(
         conflict=conflict.reshape(V, I, K), errors=errors.reshape(V, I, K),
         first_errors=first_err.reshape(V, I, K), first_inliers=first_inl.reshape(V, I, K), tri=tri,
         reprojected=reproj.reshape(V, I, K), events=events, margin=margin, relabel=relabel, handed=handed,
+        reassociated=reassociated,
         proposed=np.where((pre_conf & (pre_matched >= 0))[:, None], pts.points3d[np.maximum(pre_matched, 0)]
                           if N else np.nan, np.nan).reshape(I, K, 3),
         confident=confident_points(matched, margin, pts.n_support, int(use_views.sum()))
