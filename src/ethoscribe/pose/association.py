@@ -526,6 +526,26 @@ def rigid_context(Y: FloatArray, st: BodyStructure, I: int, K: int) -> FloatArra
     return out
 
 
+def shares_candidates(support: NDArray[np.int64], held: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """(N,) points that use a 2D candidate (in any view) that one of the ``held`` points uses.
+
+    ``support`` (V, N) is the candidate index of each point per view (-1 none).
+
+    Examples
+    --------
+    >>> support = np.array([[0, 0, 1], [2, -1, 3]])
+    >>> shares_candidates(support, np.array([0])).tolist()
+    [True, True, False]
+    """
+    V = support.shape[0]
+    used = np.zeros((V, int(support.max(initial=0)) + 2), bool)
+    if held.size:
+        sv = support[:, held]
+        vv = np.broadcast_to(np.arange(V)[:, None], sv.shape)
+        used[vv[sv >= 0], sv[sv >= 0]] = True
+    return ((support >= 0) & used[np.arange(V)[:, None], np.maximum(support, 0)]).any(axis=0)
+
+
 def repair(cost: FloatArray, matched: NDArray[np.int64], Y: FloatArray, support: NDArray[np.int64],
            st: BodyStructure, I: int, K: int, none_cost: float, semantic: FloatArray | None = None,
            rounds: int = 4, min_gain: float = 1.0
@@ -562,7 +582,6 @@ def repair(cost: FloatArray, matched: NDArray[np.int64], Y: FloatArray, support:
     sem = np.zeros((P, N)) if semantic is None else semantic
     sem_n = np.concatenate([np.where(np.isfinite(sem), sem, 0.0), np.zeros((P, 1))], axis=1)
     Yn = np.concatenate([Y, np.full((1, 3), np.nan)])  # index N: none
-    V = support.shape[0]
     ii, jj = np.triu_indices(K, 1)
 
     def pose(m: NDArray[np.int64]) -> FloatArray:
@@ -575,13 +594,7 @@ def repair(cost: FloatArray, matched: NDArray[np.int64], Y: FloatArray, support:
         bad = np.flatnonzero(e_struct > min_gain)
         if bad.size == 0:
             break
-        held = matched[matched >= 0]
-        used = np.zeros((V, int(support.max(initial=0)) + 2), bool)
-        if held.size:
-            sv = support[:, held]
-            vv = np.broadcast_to(np.arange(V)[:, None], sv.shape)
-            used[vv[sv >= 0], sv[sv >= 0]] = True
-        clash = ((support >= 0) & used[np.arange(V)[:, None], np.maximum(support, 0)]).any(axis=0)
+        clash = shares_candidates(support, matched[matched >= 0])
         free = np.flatnonzero(~clash)
         best: tuple[float, Any] = (0.0, None)
         for a in bad:
@@ -833,7 +846,6 @@ def complete_rigid(matched: NDArray[np.int64], Y: FloatArray, support: NDArray[n
     groups = _rigid_groups(st, K)
     if not groups:
         return out
-    V = support.shape[0]
     Yn = np.concatenate([Y, np.full((1, 3), np.nan)])  # index N: none
     act = st.rigid[st.active]
     pair_idx = np.flatnonzero(st.active)
@@ -849,12 +861,7 @@ def complete_rigid(matched: NDArray[np.int64], Y: FloatArray, support: NDArray[n
             loose = matched[rows[~grouped]]
             loose = loose[loose >= 0]
             others = np.setdiff1d(matched[matched >= 0], np.r_[held, loose])
-            used = np.zeros((V, int(support.max(initial=0)) + 2), bool)
-            if others.size:
-                sv = support[:, others]
-                vv = np.broadcast_to(np.arange(V)[:, None], sv.shape)
-                used[vv[sv >= 0], sv[sv >= 0]] = True
-            clash = ((support >= 0) & used[np.arange(V)[:, None], np.maximum(support, 0)]).any(axis=0)
+            clash = shares_candidates(support, others)
             clash[others] = True
             in_g = np.isin(act, g).all(axis=1)
             reach = float(st.rigid_dist[a, pair_idx[in_g]].max() + COMPLETE_Z * st.rigid_sd[pair_idx[in_g]].max())
