@@ -792,16 +792,13 @@ class _Tracker:
         self.timing["agreement"] += t4 - t3
         self.timing["refinement"] += t5 - t4
 
+        tracks = [st.position, st.velocity, Xp, st.age] + ([sig] if sig.ndim == 2 else [])
         for a, k1, k2 in res.relabel:  # the body structure exchanged two tracks' names: so does the tracker state
-            for arr in (st.position, st.velocity, st.body, Xp, sig if sig.ndim == 2 else None):
-                if arr is not None:
-                    arr[a, [k1, k2]] = arr[a, [k2, k1]]
-            st.age[a, [k1, k2]] = st.age[a, [k2, k1]]
+            for arr in (*tracks, st.body):
+                arr[a, [k1, k2]] = arr[a, [k2, k1]]
         for a, k, j in res.handed:  # a track handed to the lost keypoint whose marker it held
-            for arr in (st.position, st.velocity, Xp, sig if sig.ndim == 2 else None):
-                if arr is not None:
-                    arr[a, [k, j]] = arr[a, [j, k]]
-            st.age[a, [k, j]] = st.age[a, [j, k]]
+            for arr in tracks:
+                arr[a, [k, j]] = arr[a, [j, k]]
             # the holder, lost now, is looked for at its place in the seed template: what the online template
             # learned of it while it held the other marker is the other keypoint's place
             st.body[a, k] = self.su.template.shape[a, k]

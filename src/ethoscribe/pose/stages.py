@@ -318,6 +318,13 @@ def _same_marker_radius(geo: FrameGeometry, pts: MarkerPoints, threshold: float)
     return float(threshold / med) if np.isfinite(med) and med > 0 else 0.0
 
 
+def _fill_candidates(cand: NDArray[np.int64], matched: NDArray[np.int64], support: NDArray[np.int64]) -> None:
+    """Set ``cand`` (V, P) in place to the per-view candidates of each keypoint's matched point (-1 none)."""
+    cand[:] = -1
+    got = matched >= 0
+    cand[:, got] = support[:, matched[got]]
+
+
 def refine_frame(
     ctx: FrameContext,
     assignment: Assignment,
@@ -446,9 +453,7 @@ def refine_frame(
             new_m, moves, swaps = repair(cost, matched, pts.points3d, pts.support, structure, I, K, gate2, evidence_k)
             if moves or swaps:
                 matched = new_m
-                cand[:] = -1
-                got = matched >= 0
-                cand[:, got] = pts.support[:, matched[got]]
+                _fill_candidates(cand, matched, pts.support)
             if moves:
                 events["structure_repairs"] = [[ctx.individuals[a], ctx.keypoints[k], int(h0), int(h1)]
                                                for a, k, h0, h1 in moves]
@@ -463,15 +468,11 @@ def refine_frame(
                 nb, current = template_neighbours(structure.seed_shape), None
             handed = hand_back(matched, pts.points3d, structure, nb, I, K, current)
             if handed:
-                cand[:] = -1
-                got = matched >= 0
-                cand[:, got] = pts.support[:, matched[got]]
+                _fill_candidates(cand, matched, pts.support)
                 events["handed_back"] = [[ctx.individuals[a], ctx.keypoints[k], ctx.keypoints[j]] for a, k, j in handed]
             reassociated = complete_rigid(matched, pts.points3d, pts.support, structure, I, K)
             if reassociated:
-                cand[:] = -1
-                got = matched >= 0
-                cand[:, got] = pts.support[:, matched[got]]
+                _fill_candidates(cand, matched, pts.support)
                 events["reassociated"] = [[ctx.individuals[a], ctx.keypoints[k], int(s)] for a, k, s in reassociated]
         if not np.array_equal(matched, pre_matched):
             margin = association_margin(cost, matched, gate2, pts.points3d, same)
