@@ -131,3 +131,42 @@ def test_end_to_end_on_a_rendered_synthetic_session(tmp_path: Path) -> None:
     assert np.nanmean(err) < 10.0
     assert res.summary["labels"]["flagged"] > 0
     assert not res.summary["suspect_cameras"]
+
+
+@pytest.mark.timeout(180)
+def test_a_pose_models_predictions_come_out_better_than_they_went_in(tmp_path: Path) -> None:
+    """Simulated network predictions (left/right confusions, jumps, guesses), read from DeepLabCut files."""
+    from ethoscribe.candidates.predictions import read_predictions
+    from ethoscribe.synth.predictions import PredictionErrors, simulate_predictions, write_dlc_predictions
+    from ethoscribe.synth.rig import SynthConfig, synthesize
+
+    s = synthesize(tmp_path / "synth", SynthConfig(cameras=4, frames=80, seed=4, render="none"))
+    session, truth = s.load_session(), s.load_truth()
+    table = simulate_predictions(truth, session.skeleton, PredictionErrors(confusion_start=0.05), seed=0)
+    paths = write_dlc_predictions(table, tmp_path / "preds", truth.n_frames)
+    cands = read_predictions(paths, views=session.config.view_names, n_frames=truth.n_frames)
+    res = run_pose(session, candidates=cands, out_dir=tmp_path / "out")
+
+    views, kps = session.config.view_names, list(session.skeleton.keypoints)
+    lab = res.labels.set_index(["frame", "view", "keypoint"])
+    true_xy = truth.position2d[..., 0, :]  # V, T, K, 2 (one animal)
+    vis = truth.visible[..., 0]
+    seeds = set(res.summary["seeds"]["frames"])
+
+    def error(frame: int, view: str, kp: str, x: float, y: float) -> float:
+        return float(np.hypot(*(np.array([x, y]) - true_xy[views.index(view), frame, kps.index(kp)])))
+
+    raw_ok, ours_ok, confused_fixed, confused = [], [], [], 0
+    for r in table[table["kind"] != "guess"].itertuples():
+        if r.frame in seeds or not vis[views.index(r.view), r.frame, kps.index(r.hint_keypoint)]:
+            continue
+        got = lab.loc[(r.frame, r.view, r.hint_keypoint)]
+        ok = bool(np.isfinite(got["x"]) and error(r.frame, r.view, r.hint_keypoint, got["x"], got["y"]) <= 5.0)
+        raw_ok.append(error(r.frame, r.view, r.hint_keypoint, r.x, r.y) <= 5.0)
+        ours_ok.append(ok)
+        if r.kind == "confused" and not raw_ok[-1]:
+            confused += 1
+            confused_fixed.append(ok)
+    assert confused > 40
+    assert np.mean(confused_fixed) > 0.8, "left/right confusions of the network were kept"
+    assert np.mean(ours_ok) > np.mean(raw_ok) + 0.03

@@ -127,7 +127,8 @@ def _names_to_index(values: np.ndarray, names: Sequence[str]) -> tuple[NDArray[n
     present = s.notna() & (s.astype(str) != "")
     idx = s.astype(str).map(lookup)
     bad = int((present & idx.isna()).sum())
-    return idx.fillna(-1).to_numpy(np.int64), bad
+    # a copy: pandas may hand out a read-only view, and the caller may blank the hints
+    return np.array(idx.fillna(-1), dtype=np.int64), bad
 
 
 def prepare_candidates(
