@@ -45,6 +45,16 @@ Keys (default noise; ``_hard`` suffix for hard noise):
   seed, forward and backward), no 3D refinement; plain DLT over all views.
 - two animals: ``swap_rate_2animals``, ``identity_swaps_2animals`` (labels
   on the other animal's spots), ``mean_3d_error_mm_2animals``.
+- ``_predictions``: candidates are a simulated pose network's predictions
+  (:mod:`ethoscribe.synth.predictions`: jitter, left/right confusions,
+  jumps to another keypoint, misses, guesses at occluded keypoints), written
+  as DeepLabCut ``.h5`` files and read back with ``read_predictions``; the
+  model's names are only hints. Against the raw predictions taken at their
+  word: ``raw_within_5px_predictions`` (visible keypoints whose own
+  prediction is within 5 px), ``raw_dlt_mean_3d_error_mm_predictions`` (DLT
+  over all views) and ``raw_ransac_mean_3d_error_mm_predictions`` (RANSAC
+  over views, as anipose does). ``swap_rate_predictions`` counts labels on a
+  prediction drawn from another keypoint (a confusion or a jump).
 """
 
 from __future__ import annotations
@@ -251,6 +261,53 @@ def score(result, truth, cands, owner, seed_frames):  # type: ignore[no-untyped-
     }
 
 
+def prediction_case(root: Path, frames: int, seed: int) -> dict:
+    """The pipeline on simulated pose-network predictions, against the raw predictions."""
+    from ethoscribe.candidates.predictions import read_predictions
+    from ethoscribe.geometry.triangulate import triangulate_dlt, triangulate_ransac
+    from ethoscribe.io.seeds import load_seeds
+    from ethoscribe.pose import run_pose
+    from ethoscribe.session import load_session
+    from ethoscribe.synth.predictions import PredictionErrors, simulate_predictions, write_dlc_predictions
+    from ethoscribe.synth.rig import SynthConfig, synthesize
+    from ethoscribe.synth.truth import load_truth
+
+    synthesize(root, SynthConfig(cameras=6, frames=frames, seed=seed, render="none"))
+    session, truth = load_session(root), load_truth(root)
+    views, skeleton = session.config.view_names, session.skeleton
+    table = simulate_predictions(truth, skeleton, PredictionErrors(), seed=seed)
+    log("predictions: " + ", ".join(f"{k} {v}" for k, v in table["kind"].value_counts().items()))
+    cands = read_predictions(write_dlc_predictions(table, root / "predictions", truth.n_frames), views=views,
+                             n_frames=truth.n_frames)
+    key = ["frame", "view", "hint_keypoint", "hint_individual"]
+    owner = cands.assign(view=cands["view"].astype(str)).merge(table[key + ["source"]], on=key, how="left")["source"]
+    owner = owner.fillna(-1).to_numpy().astype(np.int64)
+    seeds = load_seeds(session.seeds_path, skeleton, views, session.config.individuals)
+    t0 = time.perf_counter()
+    result = run_pose(session, candidates=cands, seeds=seeds, out_dir=root / "output" / "pose", resume=False)
+    wall = time.perf_counter() - t0
+    out = score(result, truth, cands, owner, seeds.frames)
+    # the raw predictions at their word: each keypoint's own prediction
+    V, T, K = len(views), truth.n_frames, skeleton.n_keypoints
+    raw = np.full((V, T, K, 2), np.nan)
+    vi = table["view"].map({v: i for i, v in enumerate(views)}).to_numpy()
+    ki = table["hint_keypoint"].map({k: i for i, k in enumerate(skeleton.keypoints)}).to_numpy()
+    raw[vi, table["frame"].to_numpy(), ki] = table[["x", "y"]].to_numpy()
+    keep = np.ones(T, bool)
+    keep[seeds.frames] = False
+    vis = truth.visible[..., 0][:, keep]
+    d = np.linalg.norm(raw - truth.position2d[..., 0, :], axis=-1)[:, keep]
+    true3 = truth.keypoints3d[:, :, 0][keep]
+    out["raw_within_5px"] = float(((d <= OFF_PX) & vis).sum() / vis.sum())
+    out["raw_dlt_mean_3d_error_mm"] = float(np.nanmean(np.linalg.norm(triangulate_dlt(session.rig, raw)[keep] - true3, axis=-1)))
+    ransac = triangulate_ransac(session.rig, raw).points3d
+    out["raw_ransac_mean_3d_error_mm"] = float(np.nanmean(np.linalg.norm(ransac[keep] - true3, axis=-1)))
+    out["timepoints_per_s"] = float(result.summary["timings_s"]["timepoints_per_s"])
+    out["pipeline_wall_s"] = wall
+    log("predictions: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items() if isinstance(v, float)))
+    return out
+
+
 def run_case(root: Path, noise: str, animals: int, frames: int, seed: int) -> dict[str, float]:
     from ethoscribe.candidates import detect_session_spots
     from ethoscribe.io.seeds import load_seeds
@@ -290,7 +347,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="keep the sessions in this folder")
-    ap.add_argument("--cases", default="default,hard,2animals")
+    ap.add_argument("--cases", default="default,hard,2animals,predictions")
     args = ap.parse_args()
     cases = args.cases.split(",")
     result: dict[str, object] = {"frames": args.frames, "cameras": 6, "seed": args.seed,
@@ -299,6 +356,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pose_synth_") as tmp:
         base = args.keep or Path(tmp)
         for case in cases:
+            if case == "predictions":
+                out = prediction_case(base / case, args.frames, args.seed)
+                for k in ["within_5px", "raw_within_5px", "mean_3d_error_mm", "raw_dlt_mean_3d_error_mm",
+                          "raw_ransac_mean_3d_error_mm", "swap_rate", "qc_recall", "qc_precision", "timepoints_per_s"]:
+                    result[k + "_predictions"] = out[k]
+                continue
             noise, animals, suffix = {"default": ("default", 1, ""), "hard": ("hard", 1, "_hard"),
                                       "2animals": ("default", 2, "_2animals")}[case]
             out = run_case(base / case, noise, animals, args.frames, args.seed)
