@@ -344,3 +344,38 @@ def test_a_paw_on_a_lost_back_markers_point_hands_it_back() -> None:
     matched = np.arange(K)
     matched[tip], matched[mid] = -1, tip
     assert hand_back(matched, pose, st, nb, 1, K) == []
+
+
+@pytest.mark.parametrize("wrong, n_views", [(0.0, 4), (0.2, 4), (0.2, 2)])
+def test_the_models_naming_accuracy_is_measured_from_how_its_views_agree(wrong: float, n_views: int) -> None:
+    """Names agreeing across views are right; a share ``wrong`` of them is another keypoint's point."""
+    from ethoscribe.pose.candidates import prepare_candidates
+    from ethoscribe.pose.geometry import FrameGeometry
+    from ethoscribe.pose.hints import hint_costs, measure_hint_agreement
+    from ethoscribe.synth.cameras import arena_rig
+
+    rng = np.random.default_rng(1)
+    rig = arena_rig(n_views, rng)
+    T, K = 60, 6
+    kps = [f"k{i}" for i in range(K)]
+    X = rng.uniform(-60, 60, (T, K, 3)) * [1, 1, 0.3] + [0, 0, 20]
+    px = rig.project(X.reshape(-1, 3)).reshape(n_views, T, K, 2) + rng.normal(0, 0.3, (n_views, T, K, 2))
+    rows = []
+    for v in range(n_views):
+        for t in range(T):
+            names = np.arange(K)
+            if rng.random() < 2 * wrong:  # this view names two points the other's way round
+                a, b = rng.choice(K, 2, replace=False)
+                names[[a, b]] = names[[b, a]]
+            for k in range(K):
+                rows.append((t, rig.names[v], k, *px[v, t, k], kps[names[k]]))
+    table = pd.DataFrame(rows, columns=["frame", "view", "candidate", "x", "y", "hint_keypoint"])
+    table["intensity"], table["area"] = 1.0, 1.0
+    cands = prepare_candidates(table, rig.names, kps, ["a"], rig, T)
+    got = measure_hint_agreement(cands, FrameGeometry(rig), 1, K, 3.0, np.ones(n_views, bool))
+    # two names of a view exchanged in a share 2 * wrong of its frames: 2 / K of those points are wrong
+    expected = 1.0 - 2 * wrong * 2 / K
+    assert got.checked == n_views * T * K
+    assert got.accuracy == pytest.approx(expected, abs=0.03)
+    yes, no = hint_costs(got.accuracy, K)
+    assert yes < 0 < no

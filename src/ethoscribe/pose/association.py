@@ -53,7 +53,6 @@ FloatArray = NDArray[np.float64]
 #: weights of the association cost (squared standard scores)
 AGREE_BONUS = 0.25    # per view where the reasoner chose the point's candidate
 SUPPORT_BONUS = 0.5   # per supporting view beyond two
-HINT_WEIGHT = 2.0     # per supporting view whose candidate a pose model named this (-) or another (+) keypoint
 SHAPE_WEIGHT = 1.0
 SHAPE_CAP = 9.0       # a neighbour with no hypothesis where expected (3 sigma)
 #: switches of the steps (all on; for ablations and diagnostics)
@@ -228,7 +227,7 @@ def association_cost(ctx, reasoner: NDArray[np.int64], pts, prior, body: BodyPri
 
 def semantic_cost(ctx, reasoner: NDArray[np.int64], pts) -> FloatArray:  # type: ignore[no-untyped-def]
     """(P, N) the label-specific evidence: the reasoner's choice (``-AGREE_BONUS`` per view) and a pose
-    model's keypoint and individual names (``-+HINT_WEIGHT`` per supporting view)."""
+    model's keypoint and individual names (``ctx.hint_costs`` and ``ctx.hint_individual_costs`` per supporting view)."""
     V, I, K, _ = ctx.shape
     agree_n = ((reasoner[:, :, None] == pts.support[:, None, :]) & (reasoner[:, :, None] >= 0)).sum(axis=0)
     cost = -AGREE_BONUS * agree_n.astype(float)
@@ -240,10 +239,11 @@ def semantic_cost(ctx, reasoner: NDArray[np.int64], pts) -> FloatArray:  # type:
         kk = np.tile(np.arange(K), I)[:, None, None]
         ii = np.repeat(np.arange(I), K)[:, None, None]
         named = hk[None] >= 0
-        term = np.where(named, np.where(hk[None] == kk, -1.0, 1.0), 0.0).sum(axis=1)
+        yes, no = ctx.hint_costs
+        cost = cost + np.where(named, np.where(hk[None] == kk, yes, no), 0.0).sum(axis=1)
         if I > 1:
-            term += np.where(hi[None] >= 0, np.where(hi[None] == ii, -1.0, 1.0), 0.0).sum(axis=1)
-        cost = cost + HINT_WEIGHT * term
+            yes, no = ctx.hint_individual_costs
+            cost = cost + np.where(hi[None] >= 0, np.where(hi[None] == ii, yes, no), 0.0).sum(axis=1)
     return cost
 
 

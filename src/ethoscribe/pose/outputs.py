@@ -935,7 +935,10 @@ def assemble_and_write(su: Any, chunks: list[Any], out: Path, run_info: dict[str
         "reasoner": str(getattr(su.reasoner, "name", "")), "candidates": {
             "source": su.candidates_source, "count": int(su.cands.n_candidates),
             "per_view": {v: int(c) for v, c in zip(su.views, su.cands.per_view_counts)},
-            "with_hints": bool(su.cands.has_hints), "unknown_hint_names": int(su.cands.unknown_hints)},
+            "with_hints": bool(su.cands.has_hints), "unknown_hint_names": int(su.cands.unknown_hints),
+            **({"hint_agreement": {"checked": su.hints.checked, "agree": su.hints.agree,
+                                   "accuracy": round(su.hints.accuracy, 4),
+                                   "costs": [round(c, 3) for c in su.hint_costs]}} if su.cands.has_hints else {})},
         "seeds": {"source": su.seeds.source, "frames": [int(f) for f in su.seeds.frames], "pseudo": bool(su.seeds.pseudo),
                   **({"notes": su.seeds.notes} if su.seeds.notes else {})},
         "labels": {

@@ -79,6 +79,7 @@ from ethoscribe.io.seeds import Seeds, load_seeds
 from ethoscribe.pose.candidates import CandidateIndex, prepare_candidates
 from ethoscribe.pose.config import PoseConfig
 from ethoscribe.pose.geometry import FrameGeometry
+from ethoscribe.pose.hints import HintAgreement, hint_costs, measure_hint_agreement
 from ethoscribe.pose.association import (
     BodyPrior,
     BodyStructure,
@@ -115,7 +116,7 @@ RIGID_MIN_SEEN = 20.0
 #: association margin recorded for seed labels (a person's label: beyond doubt)
 SEED_MARGIN = 99.0
 RIGID_MAX_OFF = 0.05
-STATE_VERSION = 6
+STATE_VERSION = 7
 
 
 @dataclass
@@ -192,6 +193,15 @@ class _Setup:
     structure: BodyStructure | None = None
     support_cost: np.ndarray | None = None
     support_counts: dict[str, Any] | None = None
+    hints: HintAgreement = HintAgreement(0, 0)
+
+    @property
+    def hint_costs(self) -> tuple[float, float]:
+        return hint_costs(self.hints.accuracy, len(self.keypoints))
+
+    @property
+    def hint_individual_costs(self) -> tuple[float, float]:
+        return hint_costs(self.hints.accuracy, len(self.individuals))
 
 
 def _as_session(session: Any) -> Any:
@@ -294,6 +304,7 @@ def _setup(session: Any, candidates: Any, seeds: Any, reasoner: Any, config: Pos
         sigma_px, noise_source = float(sigma0), "seed labels"
     threshold_px = max(config.min_threshold_px, config.inlier_sigmas * sigma_px)
     template = BodyTemplate.learn(seed_xyz)
+    hints = measure_hint_agreement(cands, geo, I, K, threshold_px, use)
     # systematic offset of each camera's labels (used to predict in suspect views)
     proj, _ = geo.project(tri.points3d)
     off = px - proj
@@ -324,7 +335,7 @@ def _setup(session: Any, candidates: Any, seeds: Any, reasoner: Any, config: Pos
         seed_err3=seed_err3, check=check, template=template, appearance=appearance, sigma_px0=float(sigma0),
         sigma_px=float(sigma_px), threshold_px=float(threshold_px), noise_source=noise_source,
         bias0=bias0, duplicates=duplicates, reasoner=reasoner_obj, config=config, fingerprint=fingerprint,
-        candidates_source=cand_source,
+        candidates_source=cand_source, hints=hints,
     )
     out.structure = _body_structure(out)
     X = seed_xyz.reshape(-1, 3)
@@ -752,7 +763,8 @@ class _Tracker:
             area=blk.area[f], hint_keypoint=blk.hint_keypoint[f], hint_individual=blk.hint_individual[f],
             score=blk.score[f], predicted_px=pred_px, predicted_sigma_px=sig_px, template_px=tmpl_px,
             template_sigma_px=tsig_px, appearance_mu=su.appearance.mu, appearance_scale=su.appearance.scale,
-            image_size=su.rig.size, gate=cfg.gate,
+            image_size=su.rig.size, gate=cfg.gate, hint_costs=su.hint_costs,
+            hint_individual_costs=su.hint_individual_costs,
         )
         t1 = time.perf_counter()
         self.timing["prepare"] += t1 - tm
@@ -785,7 +797,7 @@ class _Tracker:
         structure = self._structure(st)
         res = refine_frame(ctx, agr, blk.norm[f], su.geo, self.threshold, ~st.suspect, prior=prior, boxes=boxes,
                            points=pts, body=body, structure=structure,
-                           same_radius=self.threshold / max(self._ppu_typ(), 1e-9))
+                           same_radius=self.threshold / max(self._ppu_typ(), 1e-9), inlier_sigmas=cfg.inlier_sigmas)
         t5 = time.perf_counter()
         self.timing["region"] += t2 - t1
         self.timing["assignment"] += t3 - t2

@@ -22,9 +22,11 @@ so the terms add up like negative log-likelihoods; see :class:`CostWeights`):
   the prediction's), weighted by ``shape`` (0.5);
 - **appearance**: squared standard score of log intensity and log area
   against the keypoint's seed values in that view, capped at ``appearance_cap`` (4);
-- **hints** (pose-model predictions): ``-hint`` (2) when the candidate's
-  ``hint_keypoint`` names the keypoint, ``+hint`` when it names another one;
-  the same for ``hint_individual``; never decisive on its own;
+- **hints** (pose-model predictions): ``ctx.hint_costs`` when the
+  candidate's ``hint_keypoint`` names the keypoint or another one, and
+  ``ctx.hint_individual_costs`` for ``hint_individual``, times ``hint`` (1);
+  the pipeline sets them from how often the model's names agree across views
+  (:mod:`ethoscribe.pose.hints`);
 - **no candidate** costs ``gate**2`` (16, i.e. 4 standard deviations: a
   correct candidate farther than that is rarer than 1 in 3000).
 """
@@ -72,6 +74,9 @@ class FrameContext:
         (V, M) keypoint / individual index a pose model gave (-1 none).
     score
         (V, M) a pose model's score (NaN none).
+    hint_costs, hint_individual_costs
+        (cost when a hint names the keypoint / animal, cost when it names
+        another one); see :func:`ethoscribe.pose.hints.hint_costs`.
     predicted_px, predicted_sigma_px
         (V, I, K, 2) and (V, I, K): motion prediction and its uncertainty.
     template_px, template_sigma_px
@@ -109,6 +114,8 @@ class FrameContext:
     appearance_scale: FloatArray
     image_size: NDArray[np.int64]
     gate: float = 4.0
+    hint_costs: tuple[float, float] = (-2.0, 2.0)
+    hint_individual_costs: tuple[float, float] = (-2.0, 2.0)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -166,7 +173,7 @@ class CostWeights:
     shape: float = 0.5
     appearance: float = 1.0
     appearance_cap: float = 4.0
-    hint: float = 2.0
+    hint: float = 1.0
     score: float = 1.0
 
 
@@ -236,11 +243,13 @@ class GeometricReasoner:
         if w.hint > 0:
             hk = ctx.hint_keypoint[:, None, None, :]
             kk = np.arange(ctx.shape[2])[None, None, :, None]
-            cost = cost + w.hint * np.where(hk < 0, 0.0, np.where(hk == kk, -1.0, 1.0))
+            yes, no = ctx.hint_costs
+            cost = cost + w.hint * np.where(hk < 0, 0.0, np.where(hk == kk, yes, no))
             hi = ctx.hint_individual[:, None, None, :]
             ii = np.arange(ctx.shape[1])[None, :, None, None]
             if ctx.shape[1] > 1:
-                cost = cost + w.hint * np.where(hi < 0, 0.0, np.where(hi == ii, -1.0, 1.0))
+                yes, no = ctx.hint_individual_costs
+                cost = cost + w.hint * np.where(hi < 0, 0.0, np.where(hi == ii, yes, no))
         if w.score > 0:
             s = ctx.score
             pen = np.where(np.isfinite(s), 1.0 - np.clip(s, 0.0, 1.0), 0.0)

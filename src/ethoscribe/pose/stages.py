@@ -44,6 +44,8 @@ from ethoscribe.pose.reasoner import Assignment, FrameContext, Reasoner, RegionB
 
 FloatArray = NDArray[np.float64]
 
+#: "no candidate" in the per-view label assignment: every spot within reach is better than none
+_NONE_LABEL = 1e5
 #: stage codes of the frame arrays (index into labels.STAGES); -1 none
 SEED, ASSIGNMENT, AGREEMENT, REFINEMENT, REPROJECTION = 0, 1, 2, 3, 4
 
@@ -226,7 +228,8 @@ def _gather(arr: FloatArray, cand: NDArray[np.int64]) -> FloatArray:
 
 def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray, norm: FloatArray,
                    valid: NDArray[np.bool_], use_views: NDArray[np.bool_], geo: FrameGeometry,
-                   threshold: float) -> tuple[NDArray[np.int64], FloatArray, NDArray[np.bool_]]:
+                   threshold: float, names: FloatArray | None = None, inlier_sigmas: float = 4.0,
+                   ) -> tuple[NDArray[np.int64], FloatArray, NDArray[np.bool_]]:
     """2D labels of the associated keypoints, view by view: each takes the candidate nearest its 3D point's
     reprojection (within ``threshold``), no candidate for two keypoints (Hungarian), and its 3D point is
     triangulated again from its labels.
@@ -236,6 +239,11 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
     neighbour's spot, which the joint per-view assignment gives back. A spot
     within the threshold of two points' reprojections is left to neither
     (they overlap in that view; both are labelled by their reprojection).
+    Where several spots are within reach, ``names`` (V, P, M; squared
+    standard scores; the label noise is ``threshold / inlier_sigmas``) adds what a
+    pose model's names say (:func:`_name_costs`): with two or three views
+    many spots fit a point's reprojection, and the model's name is then the
+    better evidence.
     Returns ``cand`` (V, P), the new points (P, 3) (NaN where fewer than two
     views keep a label: the hypothesis' point stands) and the views (V, P)
     whose spot is such a shared one (it counts for the point; the caller
@@ -274,7 +282,9 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
         sub_r = np.flatnonzero(n_row[v] > 0)
         sub_c = np.flatnonzero(n_col[v] > 0)
         c = np.where(near[v][np.ix_(sub_r, sub_c)], d2[v][np.ix_(sub_r, sub_c)], np.inf)
-        choice, _ = _hungarian_with_none(c, t2)
+        if names is not None:
+            c = c + names[v][np.ix_(rows[sub_r], sub_c)] * (t2 / inlier_sigmas ** 2)
+        choice, _ = _hungarian_with_none(c, _NONE_LABEL)
         ok = choice >= 0
         g, m = sub_r[ok], sub_c[choice[ok]]
         cand[v, rows[g]] = m
@@ -305,6 +315,22 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
     X[rows[few]] = np.nan
     evidence &= cand >= 0
     return cand, X, evidence
+
+
+def _name_costs(ctx: FrameContext) -> FloatArray | None:
+    """(V, P, M) cost of labelling keypoint ``p`` with candidate ``m`` by the names a pose model gave it (None: no names)."""
+    if not (ctx.hint_keypoint >= 0).any():
+        return None
+    V, I, K, M = ctx.shape
+    yes, no = ctx.hint_costs
+    hk = ctx.hint_keypoint[:, None, None, :]
+    cost = np.where(hk < 0, 0.0, np.where(hk == np.arange(K)[None, None, :, None], yes, no))  # V, 1, K, M
+    cost = np.broadcast_to(cost, (V, I, K, M))
+    if I > 1:
+        yes, no = ctx.hint_individual_costs
+        hi = ctx.hint_individual[:, None, None, :]
+        cost = cost + np.where(hi < 0, 0.0, np.where(hi == np.arange(I)[None, :, None, None], yes, no))
+    return cost.reshape(V, I * K, M)
 
 
 def _same_marker_radius(geo: FrameGeometry, pts: MarkerPoints, threshold: float) -> float:
@@ -338,6 +364,7 @@ def refine_frame(
     body: BodyPrior | None = None,
     structure: BodyStructure | None = None,
     same_radius: float | None = None,
+    inlier_sigmas: float = 4.0,
 ) -> FrameResult:
     """Stage 4: verify the reasoner's assignment across views and repair it.
 
@@ -405,6 +432,9 @@ def refine_frame(
     same_radius
         World distance below which two hypotheses are one marker (for the
         association margin); default: the threshold at the points' depth.
+    inlier_sigmas
+        ``threshold`` in label-noise sigmas (:attr:`PoseConfig.inlier_sigmas`),
+        to weigh a pose model's names against distances.
     """
     V, I, K, M = ctx.shape
     P = I * K
@@ -479,7 +509,8 @@ def refine_frame(
     X_ref = None
     evidence = np.zeros((V, P), bool)
     if N and association.LABEL_REFINE and (matched >= 0).any():
-        cand, X_ref, evidence = _refine_labels(matched, pts, xy, norm, ctx.cand_valid, use_views, geo, threshold)
+        cand, X_ref, evidence = _refine_labels(matched, pts, xy, norm, ctx.cand_valid, use_views, geo, threshold,
+                                               _name_costs(ctx), inlier_sigmas)
     # keypoints without a point keep the reasoner's labels where no point took the candidate
     taken = np.zeros((V, M), bool)
     v2, p2 = np.nonzero(cand >= 0)
