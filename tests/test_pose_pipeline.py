@@ -213,3 +213,14 @@ def test_with_two_cameras_a_decent_networks_predictions_are_not_made_worse(tmp_p
     table, res, truth, _ = _run_on_simulated_predictions(tmp_path, cameras=2, animals=1, frames=120, confusion_start=0.01)
     raw, ours = _within_5px(table, res, truth)
     assert ours >= raw
+
+
+def test_a_single_camera_session_is_refused_with_a_way_forward(tmp_path: Path) -> None:
+    from ethoscribe.errors import InputError
+    from ethoscribe.synth.predictions import simulate_predictions
+    from ethoscribe.synth.rig import SynthConfig, synthesize
+
+    s = synthesize(tmp_path / "one", SynthConfig(cameras=1, frames=20, seed=1, render="none"))
+    table = simulate_predictions(s.load_truth(), s.load_session().skeleton, seed=0)
+    with pytest.raises(InputError, match="at least 2 calibrated views.*ethoscribe behavior"):
+        run_pose(s.root, candidates=table, out_dir=tmp_path / "out")

@@ -262,6 +262,11 @@ def _hash_arrays(*arrays: Any) -> str:
 
 def _setup(session: Any, candidates: Any, seeds: Any, reasoner: Any, config: PoseConfig, out_dir: Path) -> _Setup:
     views = list(session.config.view_names)
+    if len(views) < 2:
+        raise InputError(
+            f"the pose pipeline checks labels across cameras and needs at least 2 calibrated views; this session has "
+            f"{len(views)} ({', '.join(views)}). With one camera, give the pose model's predictions straight to "
+            "'ethoscribe behavior' (it reads .slp, DeepLabCut .h5/.csv and Lightning Pose .csv)")
     individuals = list(session.config.individuals)
     skeleton = session.skeleton
     keypoints = list(skeleton.keypoints)
