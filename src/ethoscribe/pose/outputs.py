@@ -150,6 +150,7 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
     # a stretch where the passes disagree: take the pass that joins the agreed track on both sides without a jump
     ref = np.where((agree | (f["done"][:, None, None] & ~b["done"][:, None, None]))[..., None], f["X"],
                    np.where((b["done"][:, None, None] & ~f["done"][:, None, None])[..., None], b["X"], np.nan))
+    one_marker = _one_marker_radius(su, tol, I, K)
     decisive = np.zeros((T, I, K))  # 0: the tracks did not settle which pass is right; 1: clearly
     for a_i in range(I):
         for k_i in range(K):
@@ -181,7 +182,7 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
     for t in np.flatnonzero(both | only_b | f["done"]):
         rivals: dict[int, int] = {}  # a keypoint that switched pass -> the one it first gave way to
         for _ in range(I * K):
-            clash = _clashes(out, t, tol)
+            clash = _clashes(out, t, one_marker)
             if not clash:
                 break
             p, q = clash
@@ -197,7 +198,7 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
                 _copy_point(out, other, t, a_l, k_l)
                 take_b[t, a_l, k_l] = not take_b[t, a_l, k_l]
                 lost[t, a_l, k_l] = True  # tried once: if it clashes again, it lets go
-                if _clashes(out, t, tol) != clash and np.isfinite(out["X"][t, a_l, k_l]).all():
+                if _clashes(out, t, one_marker) != clash and np.isfinite(out["X"][t, a_l, k_l]).all():
                     continue
                 for key, v in trial.items():
                     out[key] = v
@@ -207,16 +208,35 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
             out["won"][t].reshape(-1)[[winner, rivals.get(int(loser), winner)]] = True
             out["won_from"][t].reshape(-1)[[winner, rivals.get(int(loser), winner)]] = int(loser)
     out["from_backward"] = take_b
-    _explained(out, f, b, disagree, take_b, tol)
+    _explained(out, f, b, disagree, take_b, one_marker)
     return out
 
 
+def _one_marker_radius(su: Any, tol: float, I: int, K: int) -> np.ndarray:
+    """(I*K, I*K) distance below which two keypoints' points are one marker: half ``tol``, and within an
+    animal at most half the two keypoints' distance in the seed template.
+
+    The inlier threshold sets ``tol``; with coarse labels (a pose model's
+    predictions seen by a few distant cameras) it can exceed the distance
+    between neighbouring keypoints (the ears), which would then always
+    "clash" and one of them be dropped.
+    """
+    radius = np.full((I * K, I * K), 0.5 * tol)
+    shape = getattr(getattr(su, "template", None), "shape", None)
+    if shape is not None and shape.shape[:2] == (I, K):
+        within = 0.5 * np.linalg.norm(shape[:, :, None] - shape[:, None], axis=-1)  # I, K, K
+        for a in range(I):
+            block = radius[a * K:(a + 1) * K, a * K:(a + 1) * K]
+            radius[a * K:(a + 1) * K, a * K:(a + 1) * K] = np.fmin(block, within[a])
+    return radius
+
+
 def _explained(out: dict[str, np.ndarray], f: dict[str, np.ndarray], b: dict[str, np.ndarray], disagree: np.ndarray,
-               take_b: np.ndarray, tol: float) -> None:
+               take_b: np.ndarray, one_marker: np.ndarray) -> None:
     """Settle the disagreements whose rejected pass followed a marker another keypoint holds (``decisive`` 1).
 
     When the pass that was not taken put the keypoint on the same 3D point
-    (within half ``tol``, as :func:`_clashes` tests "one marker") as another
+    (within ``one_marker``, as :func:`_clashes` tests it) as another
     keypoint's merged point, that pass followed the other keypoint's marker:
     the alternative is explained away, and the taken pass is not in doubt.
     """
@@ -229,7 +249,7 @@ def _explained(out: dict[str, np.ndarray], f: dict[str, np.ndarray], b: dict[str
     dist = np.linalg.norm(held - rejected[:, None], axis=-1)
     dist[np.arange(tt.size), ii * K + kk] = np.inf
     with np.errstate(invalid="ignore"):
-        settled = (np.where(np.isfinite(dist), dist, np.inf) <= 0.5 * tol).any(axis=1)
+        settled = (np.where(np.isfinite(dist), dist, np.inf) <= one_marker[ii * K + kk]).any(axis=1)
     out["decisive"][tt[settled], ii[settled], kk[settled]] = 1.0
 
 
@@ -274,8 +294,8 @@ def _drop_point(out: dict[str, np.ndarray], t: int, a: int, k: int) -> None:
     out["margin"][t, a, k] = np.nan
 
 
-def _clashes(out: dict[str, np.ndarray], t: int, tol: float) -> tuple[int, int] | None:
-    """The first pair of keypoints (flat I*K indices) of frame t on one marker, or None."""
+def _clashes(out: dict[str, np.ndarray], t: int, one_marker: np.ndarray) -> tuple[int, int] | None:
+    """The first pair of keypoints (flat I*K indices) of frame t on one marker (closer than ``one_marker``), or None."""
     X = out["X"][t].reshape(-1, 3)
     ok = np.isfinite(X).all(-1)
     if ok.sum() >= 2:
@@ -284,7 +304,7 @@ def _clashes(out: dict[str, np.ndarray], t: int, tol: float) -> tuple[int, int] 
         dd[:, ~ok] = np.inf
         np.fill_diagonal(dd, np.inf)
         with np.errstate(invalid="ignore"):
-            pp, qq = np.nonzero(np.triu(dd < 0.5 * tol))
+            pp, qq = np.nonzero(np.triu(dd < one_marker))
         if pp.size:
             return int(pp[0]), int(qq[0])
     cid = out["cid"][t].reshape(out["cid"].shape[1], -1)  # V, P
