@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from ethoscribe.geometry.camera import CameraRig
 from ethoscribe.geometry.triangulate import solve_sym3
+from ethoscribe.pose.model import _eigh_vectors, _einsum
 
 FloatArray = NDArray[np.float64]
 
@@ -77,7 +78,9 @@ class FrameGeometry:
         frame's keypoints (the frame loop projects 3-4 times per frame).
         """
         p = np.asarray(points, dtype=np.float64)
-        cam = self.rig.to_camera(p)
+        # CameraRig.to_camera, inline
+        cam = _einsum("nij,pj->npi", self.rig.rotation, p.reshape(-1, 3)) + self.rig.tvec[:, None, :]
+        cam = cam.reshape((self.rig.n_cameras,) + p.shape)
         z = cam[..., 2]
         V = cam.shape[0]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -91,7 +94,10 @@ class FrameGeometry:
         yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
         u = self._fx * xd + self._skew * yd + self._cx
         v = self._fy * yd + self._cy
-        return np.stack([u, v], axis=-1).reshape(z.shape + (2,)), z
+        out = np.empty(u.shape + (2,))  # np.stack([u, v], axis=-1)
+        out[..., 0] = u
+        out[..., 1] = v
+        return out.reshape(z.shape + (2,)), z
 
     def pixels_per_unit(self, depth: FloatArray) -> FloatArray:
         """Approximate pixels per world unit at ``depth`` (V, ...) in each view (focal / depth)."""
@@ -104,15 +110,15 @@ class FrameGeometry:
     def _gram(self, norm: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
         n = np.where(valid[..., None], norm, 0.0)
         rows = n[..., :, None] * self.extr[:, None, 2, None, :] - self.extr[:, None, :2, :]  # (V, P, 2, 4)
-        return np.einsum("vpki,vpkj->vpij", rows, rows)
+        return _einsum("vpki,vpkj->vpij", rows, rows)
 
     def dlt(self, gram: FloatArray, weights: FloatArray) -> FloatArray:
         """Weighted DLT from per-view normal matrices (V, P, 4, 4) and weights (V, P): (P, 3), NaN with < 2 views."""
-        m = np.einsum("vpij,vp->pij", gram, weights)
+        m = _einsum("vpij,vp->pij", gram, weights)
         out = np.full((m.shape[0], 3), np.nan)
         good = np.count_nonzero(weights > 0, axis=0) >= 2
         if good.any():
-            _, vec = np.linalg.eigh(m[good])
+            vec = _eigh_vectors(m[good])
             v = vec[:, :, 0]
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[good] = v[:, :3] / v[:, 3:4]
@@ -237,6 +243,101 @@ def _essential(rig: CameraRig, pairs: NDArray[np.int64]) -> FloatArray:
     return _skew(t) @ r
 
 
+def _disjoint_supports(rows: NDArray[np.int64], M: int) -> NDArray[np.int64]:
+    """The hypotheses ``rows`` (V, J; candidate per view, -1 none; best first) made disjoint, as
+    :meth:`FrameGeometry.match_points` describes: taken in order, each keeps only the candidates that no earlier
+    hypothesis seen in three or more views took, and is dropped with fewer than two left; one with three or more
+    left takes them.
+
+    The same result as taking the rows one by one, without a Python step per row: all rows at once
+    (:func:`_disjoint_fixed_point`), or, should that not settle, a row of three or more views none of whose
+    candidates an earlier such row uses (a *clean* row) keeps them all and takes them, whatever happened before
+    it; only the other rows of three or more views are taken one by one (no later clean row shares a candidate
+    with them), and the two-view rows, which take nothing, lose the candidates taken before them. (A point three
+    views agree on owns its candidates; a two-view point is ambiguous, any two spots on an epipolar line agree:
+    competing two-view points are all kept, and the caller's association decides between them.)
+    """
+    V, J = rows.shape
+    if J == 0:
+        return rows
+    has = rows >= 0
+    nv = has.sum(axis=0)
+    key = np.where(has, np.arange(V)[:, None] * (M + 1) + rows, 0)  # (view, candidate) as one index
+    pos = np.broadcast_to(np.arange(J), rows.shape)
+    big = nv >= 3
+    fixed = _disjoint_fixed_point(has, nv, key, pos, big, J)
+    if fixed is not None:
+        taken, keep = fixed
+        return np.where(taken, -1, rows)[:, keep]
+    mb = has & big[None, :]
+    first = np.full(V * (M + 1), J, np.int64)  # the first row of three or more views using each candidate
+    np.minimum.at(first, key[mb], pos[mb])
+    clean = big & (~has | (first[key] == pos)).all(axis=0)
+    taken = np.full(V * (M + 1), J, np.int64)  # the row that took each candidate (J: none)
+    cm = has & clean[None, :]
+    taken[key[cm]] = pos[cm]
+    out = rows.copy()
+    keep = np.ones(J, bool)
+    rest = np.flatnonzero(big & ~clean)
+    if rest.size:
+        tk = taken.tolist()
+        sub = rest.tolist()
+        vk = np.where(has[:, rest], key[:, rest] * V + np.arange(V)[:, None], -1).T.tolist()  # (key, view) packed
+        dropped, cleared = [], []
+        for r, row in zip(sub, vk):
+            kept = [x for x in row if x >= 0 and tk[x // V] >= r]
+            n = len(kept)
+            if n < 2:
+                dropped.append(r)
+                continue
+            if n >= 3:
+                for x in kept:
+                    tk[x // V] = r
+            cleared.extend((x % V, r) for x in row if x >= 0 and tk[x // V] < r)
+        if dropped:
+            keep[dropped] = False
+        if cleared:
+            cv, cr = zip(*cleared)
+            out[list(cv), list(cr)] = -1
+        taken = np.asarray(tk, np.int64)
+    small = ~big
+    if small.any():
+        lost = has & small[None, :] & (taken[key] < pos)
+        out = np.where(lost, -1, out)
+        keep &= ~(small & ((nv - lost.sum(axis=0)) < 2))
+    return out[:, keep]
+
+
+def _disjoint_fixed_point(has: NDArray[np.bool_], nv: NDArray[np.int64], key: NDArray[np.int64],
+                          pos: NDArray[np.int64], big: NDArray[np.bool_], J: int, max_rounds: int = 8
+                          ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]] | None:
+    """:func:`_disjoint_supports` solved for all rows at once: (taken (V, J): candidates an earlier row took,
+    keep (J,): rows kept), or None if not settled within ``max_rounds``.
+
+    Guess which rows (of three or more views) take their candidates, T (first: all of them); a candidate is taken
+    before row r when a row of T before r uses it (the first such row keeps it, so takes it); a row then takes
+    when three or more of its candidates are left. The guess is revised until it reproduces itself: such a T is
+    the one-by-one result (row r depends only on the rows before it, so by induction each row agrees), and a
+    revision settles at least one more leading row each time (in practice one to three rounds).
+    """
+    kf, pf = key[has], pos[has]  # every (candidate, row) use
+    n_keys = int(key.max(initial=0)) + 1
+    T = big
+    for _ in range(max_rounds):
+        first_t = np.full(n_keys, J, np.int64)
+        m = T[pf]
+        np.minimum.at(first_t, kf[m], pf[m])  # the first row of T using each candidate
+        taken_f = first_t[kf] < pf
+        kept = nv - np.bincount(pf[taken_f], minlength=J)
+        T_new = big & (kept >= 3)
+        if np.array_equal(T_new, T):
+            taken = np.zeros(has.shape, bool)
+            taken[has] = taken_f
+            return taken, kept >= 2
+        T = T_new
+    return None
+
+
 def _match_points(self: FrameGeometry, norm: FloatArray, px: FloatArray, usable: NDArray[np.bool_],
                   threshold: float, disjoint: bool = True) -> MarkerPoints:
     """3D points seen by at least two views, from every pair of usable candidates that fits the epipolar geometry.
@@ -267,9 +368,9 @@ def _match_points(self: FrameGeometry, norm: FloatArray, px: FloatArray, usable:
         return empty
     h = np.concatenate([np.where(ok[..., None], norm, 0.0), np.ones((V, M, 1))], axis=-1)  # V, M, 3
     a, b = self.pairs[:, 0], self.pairs[:, 1]
-    la = np.einsum("qij,qmj->qmi", self._ess, h[a])  # lines in b of points of a: (Q, Ma, 3)
-    lb = np.einsum("qji,qnj->qni", self._ess, h[b])  # lines in a of points of b: (Q, Mb, 3)
-    num = np.abs(np.einsum("qni,qmi->qmn", h[b], la))  # (Q, Ma, Mb)
+    la = _einsum("qij,qmj->qmi", self._ess, h[a])  # lines in b of points of a: (Q, Ma, 3)
+    lb = _einsum("qji,qnj->qni", self._ess, h[b])  # lines in a of points of b: (Q, Mb, 3)
+    num = np.abs(_einsum("qni,qmi->qmn", h[b], la))  # (Q, Ma, Mb)
     with np.errstate(invalid="ignore", divide="ignore"):
         db = num / np.linalg.norm(la[..., :2], axis=-1)[:, :, None] * self._focal[b][:, None, None]
         da = num / np.linalg.norm(lb[..., :2], axis=-1)[:, None, :] * self._focal[a][:, None, None]
@@ -281,14 +382,17 @@ def _match_points(self: FrameGeometry, norm: FloatArray, px: FloatArray, usable:
     gram = self._gram(norm, valid)  # V, M, 4, 4
     hyp = solve_sym3(gram[a[q], i] + gram[b[q], j])  # N, 3
     proj, _ = self.project(hyp)  # V, N, 2
-    dx = proj[:, :, None, 0] - px[:, None, :, 0]
+    d2 = proj[:, :, None, 0] - px[:, None, :, 0]  # V, N, M: dx dx + dy dy (in place), inf for unusable candidates
+    np.multiply(d2, d2, out=d2)
     dy = proj[:, :, None, 1] - px[:, None, :, 1]
-    d2 = np.where(ok[:, None, :], dx * dx + dy * dy, np.inf)  # V, N, M
+    np.multiply(dy, dy, out=dy)
+    np.add(d2, dy, out=d2)
+    np.copyto(d2, np.inf, where=~ok[:, None, :])
     near = np.argmin(d2, axis=2)  # V, N
-    with np.errstate(invalid="ignore"):
-        dn = np.sqrt(np.take_along_axis(d2, near[..., None], axis=2)[..., 0])
-        sup = dn < threshold
     n_idx = np.arange(q.size)
+    with np.errstate(invalid="ignore"):
+        dn = np.sqrt(d2[np.arange(V)[:, None], n_idx[None, :], near])
+        sup = dn < threshold
     gen_ok = sup[a[q], n_idx] & sup[b[q], n_idx] & (near[a[q], n_idx] == i) & (near[b[q], n_idx] == j)
     n_sup = sup.sum(axis=0)
     cand = np.flatnonzero(gen_ok & (n_sup >= 2))
@@ -305,27 +409,12 @@ def _match_points(self: FrameGeometry, norm: FloatArray, px: FloatArray, usable:
         _, first = np.unique(sig.T, axis=0, return_index=True)
     order = order[np.sort(first)]
     vv = np.arange(V)
+    rows = np.where(sup[:, order], near[:, order], -1)  # V, J: per hypothesis, its candidate per view
     if disjoint:
-        sig_o = np.where(sup[:, order], near[:, order], -1).T.tolist()  # per hypothesis: candidate per view
-        used: list[set[int]] = [set() for _ in range(V)]
-        supports = []
-        for row in sig_o:
-            keep_row = [-1 if c in u else c for c, u in zip(row, used)]  # used holds no -1
-            n = V - keep_row.count(-1)
-            if n < 2:
-                continue
-            if n >= 3:  # a point three views agree on owns its candidates
-                for u, c in zip(used, keep_row):
-                    if c >= 0:
-                        u.add(c)
-            # a two-view point is ambiguous (any two spots on an epipolar line agree): competing two-view
-            # points are all kept, and the caller's association decides between them
-            supports.append(keep_row)
-    else:
-        supports = np.where(sup[:, order], near[:, order], -1).T.tolist()
-    if not supports:
+        rows = _disjoint_supports(rows, M)
+    if rows.shape[1] == 0:
         return empty
-    support = np.asarray(supports, dtype=np.int64).T  # V, J
+    support = np.ascontiguousarray(rows.T).T  # V, J (the layout a (J, V) list of rows gave)
     w = (support >= 0).astype(float)
     idx = np.maximum(support, 0)
     g = gram[vv[:, None], idx]  # V, J, 4, 4

@@ -91,7 +91,7 @@ from ethoscribe.pose.association import (
     rigid_pairs,
     template_neighbours,
 )
-from ethoscribe.pose.model import Appearance, BodyTemplate, TrackerState, kabsch
+from ethoscribe.pose.model import Appearance, BodyTemplate, TrackerState, _einsum, _singular_values, kabsch
 from ethoscribe.pose.reasoner import FrameContext, GeometricReasoner, Reasoner
 from ethoscribe.pose.seedcheck import CameraCheck, check_cameras, noise_scale
 from ethoscribe.pose.stages import (
@@ -458,7 +458,7 @@ def _well_spread(points: np.ndarray, min_points: int = 4, ratio: float = 0.2) ->
         p = points[a][np.isfinite(points[a]).all(-1)]
         if len(p) < min_points:
             continue
-        sv = np.linalg.svd(p - p.mean(axis=0), compute_uv=False)
+        sv = _singular_values(p - p.mean(axis=0))
         out[a] = sv[1] >= ratio * sv[0]
     return out
 
@@ -571,6 +571,11 @@ class _ChunkArrays:
         return cls(**d, trace=trace, stats=stats)
 
 
+#: ``json.dumps`` with its default settings, except the check for circular references (a trace record is a tree
+#: of lists and numbers): the same text
+_TRACE_JSON = json.JSONEncoder(check_circular=False)
+
+
 def _r(x: Any, nd: int = 2) -> Any:
     return np.round(np.asarray(x, float), nd).tolist()
 
@@ -584,11 +589,40 @@ def _nanmedian(a: np.ndarray, axis: int | None = None, keepdims: bool = False) -
     if axis is None:
         a, axis = np.ravel(a), 0
     s = np.sort(a, axis=axis)  # NaN last
-    n = np.count_nonzero(~np.isnan(a), axis=axis, keepdims=True)
+    nan = np.isnan(a)
+    L = a.shape[axis]
+    if L and not nan.any():  # every slice full: the middle two of each (the same values as below)
+        med = (np.take(s, [(L - 1) // 2], axis=axis) + np.take(s, [L // 2], axis=axis)) / 2.0
+        return med if keepdims else np.squeeze(med, axis=axis)
+    n = (~nan).sum(axis=axis, keepdims=True)
     lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0), axis=axis)
     hi = np.take_along_axis(s, n // 2, axis=axis)
     med = np.where(n > 0, (lo + hi) / 2.0, np.nan)
     return med if keepdims else np.squeeze(med, axis=axis)
+
+
+def _duplicates(cid: np.ndarray) -> int:
+    """Labels (V, L) on a candidate (>= 0) that another label of the same view also has: the count of labels on
+    candidates less the count of distinct candidates per view."""
+    s = np.sort(cid, axis=1)
+    on = s >= 0
+    distinct = on.copy()
+    distinct[:, 1:] &= s[:, 1:] != s[:, :-1]
+    return int(on.sum() - distinct.sum())
+
+
+def _nansum(a: np.ndarray) -> float:
+    """``np.nansum(a)`` (the same sum: NaN taken as 0), without its wrapper."""
+    a = np.asarray(a, float)
+    return np.where(np.isnan(a), 0.0, a).sum()
+
+
+def _nanmean0(a: np.ndarray) -> np.ndarray:
+    """``np.nanmean(a, axis=0)``, the same values (NaN for an all-NaN column, no warning), without its
+    ``catch_warnings`` and masked copies (a tenth of the tracker update)."""
+    nan = np.isnan(a)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(nan, 0.0, a).sum(axis=0) / (~nan).sum(axis=0)
 
 
 class _Tracker:
@@ -703,7 +737,7 @@ class _Tracker:
         X = su.seed_xyz[s]
         good = np.isfinite(X).all(-1) & (su.seed_nin[s] >= 2)
         self._update(st, X, good, t, st.position + st.velocity, np.zeros((I, K)))
-        out.trace.append(json.dumps({
+        out.trace.append(_TRACE_JSON.encode({
             "stage": "seed", "frame": t, "pass": self.direction, "views": su.views,
             "input": {"seed_source": su.seeds.source, "pseudo": su.seeds.pseudo},
             "answer": {"labels": int(np.isfinite(pts[..., 0]).sum())},
@@ -721,7 +755,7 @@ class _Tracker:
         src = np.concatenate([self.su.template.shape, st.body])
         w = tracked / self.spread[None, :] ** 2  # the steadier keypoints fix the body's frame
         r, t = kabsch(src, np.concatenate([known, known]), np.concatenate([w, w]))
-        placed = np.einsum("aij,akj->aki", r, src) + t[:, None]
+        placed = _einsum("aij,akj->aki", r, src) + t[:, None]
         Xt, Xo = placed[:I], placed[I:]
         spread_ok = _well_spread(known)
         # a lost keypoint: where the body frame of the tracked ones puts it, not where its velocity would
@@ -747,7 +781,7 @@ class _Tracker:
             noise3 = self.sigma_px / self._ppu_typ()
             Xp, _shifted = group_shift(Xp, np.sqrt(sig ** 2 + noise3 ** 2), pts.points3d, self.neighbours,
                                        0.5 * self.size, known=st.age == 0)
-        both, depth = su.geo.project(np.stack([Xp, Xt]))  # V, 2, I, K, 2
+        both, depth = su.geo.project(np.concatenate([Xp[None], Xt[None]]))  # V, 2, I, K, 2
         ppu = su.geo.pixels_per_unit(depth[:, 0])  # V, I, K
         pred_px = both[:, 0]
         tmpl_px = both[:, 1]
@@ -865,27 +899,27 @@ class _Tracker:
             changed = int(((res.cand != agr.cand) & (agr.cand >= 0)).sum())
             verif = {"confirmed_by_geometry": confirmed, "changed_by_refinement": changed}
             nb = int(np.isfinite(boxes.boxes[..., 0]).sum())
-            out.trace.append(json.dumps({
+            out.trace.append(_TRACE_JSON.encode({
                 "stage": "region", "frame": t, "pass": self.direction, "views": su.views, "reasoner": self.reasoner_name,
                 "input": {"predicted_keypoints": int(np.isfinite(pred_px[..., 0]).sum()),
                           "lost_keypoints": int((st.age > 0).sum()), "sigma_px_median": round(float(_nanmedian(sig_px)), 2)},
                 "answer": {"boxes": _r(boxes.boxes, 1)},
                 "verification": {"boxes": nb, "candidates": int(blk.valid[f].sum())},
             }))
-            out.trace.append(json.dumps({
+            out.trace.append(_TRACE_JSON.encode({
                 "stage": "assignment", "frame": t, "pass": self.direction, "views": su.views, "reasoner": self.reasoner_name,
                 "input": {"candidates_per_view": blk.valid[f].sum(axis=1).tolist()},
-                "answer": {"candidate": s_cid.tolist(), "total_cost": round(float(np.nansum(asg.cost)), 2)},
+                "answer": {"candidate": s_cid.tolist(), "total_cost": round(float(_nansum(asg.cost)), 2)},
                 "verification": verif,
             }))
-            out.trace.append(json.dumps({
+            out.trace.append(_TRACE_JSON.encode({
                 "stage": "agreement", "frame": t, "pass": self.direction, "views": su.views, "reasoner": self.reasoner_name,
-                "input": {"duplicates": int((s_cid >= 0).sum() - sum(len(set(x[x >= 0].tolist())) for x in s_cid.reshape(V, -1)))},
+                "input": {"duplicates": _duplicates(s_cid.reshape(V, -1))},
                 "answer": {"candidate": a_cid.tolist(), "conflicts": int(agr.conflict.sum()),
                            "missing": int((agr.cand < 0).sum())},
                 "verification": verif,
             }))
-            out.trace.append(json.dumps({
+            out.trace.append(_TRACE_JSON.encode({
                 "stage": "refinement", "frame": t, "pass": self.direction, "views": su.views, "reasoner": "geometric",
                 "input": {"labels": int((agr.cand >= 0).sum()), "threshold_px": round(self.threshold, 3),
                           "excluded_views": [su.views[v] for v in np.flatnonzero(st.suspect)]},
@@ -944,7 +978,7 @@ class _Tracker:
             # offsets to the template neighbours: the online template's (rotated into this frame) against the measured
             nb = self.neighbours
             off_b = st.body[:, :, None, :] - st.body[:, nb, :]
-            pred_off = np.einsum("aij,akmj->akmi", r, off_b)
+            pred_off = _einsum("aij,akmj->akmi", r, off_b)
             meas_off = X[:, :, None, :] - X[:, nb, :]
             both = conf[:, :, None] & conf[:, nb] & ok[:, None, None]
             e2 = np.sum((meas_off - pred_off) ** 2, axis=-1)
@@ -952,7 +986,7 @@ class _Tracker:
                 n_b = both.sum(axis=2)
                 rel_resid = np.where(n_b > 0, np.where(both, e2, 0.0).sum(axis=2) / np.maximum(n_b, 1), np.nan)  # I, K
         if ok.any():
-            local = np.einsum("aji,akj->aki", r, X - tr[:, None])  # R^T (X - t)
+            local = _einsum("aji,akj->aki", r, X - tr[:, None])  # R^T (X - t)
             st.body = np.where((conf & ok[:, None])[..., None] & np.isfinite(local), local, st.body)
         bs = self.su.structure
         if sig is not None and bs is not None and proposed is not None:
@@ -988,9 +1022,7 @@ class _Tracker:
                 new = np.sqrt((1 - rate) * old ** 2 + rate * np.where(upd, per_k, 0.0))
                 setattr(st, name, np.clip(np.where(upd, new, old), motion_floor, ceiling))
             if rel_resid is not None:
-                with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    rk = np.nanmean(np.minimum(rel_resid, (RESID_CLIP * st.rel_sigma[None]) ** 2), axis=0)
+                rk = _nanmean0(np.minimum(rel_resid, (RESID_CLIP * st.rel_sigma[None]) ** 2))
                 upd = np.isfinite(rk)
                 new = np.sqrt((1 - cfg.sigma_rate) * st.rel_sigma ** 2 + cfg.sigma_rate * np.where(upd, rk, 0.0))
                 st.rel_sigma = np.clip(np.where(upd, new, st.rel_sigma), floor, ceiling)
@@ -1003,8 +1035,15 @@ class _Tracker:
         bs = self.su.structure
         if bs is None:
             return None
-        return replace(bs, active=(st.rigid_seen >= RIGID_MIN_SEEN) & (st.rigid_off <= RIGID_MAX_OFF * st.rigid_seen),
-                       order_active=(st.order_seen >= RIGID_MIN_SEEN) & (st.order_off <= RIGID_MAX_OFF * st.order_seen))
+        active = (st.rigid_seen >= RIGID_MIN_SEEN) & (st.rigid_off <= RIGID_MAX_OFF * st.rigid_seen)
+        order_active = (st.order_seen >= RIGID_MIN_SEEN) & (st.order_off <= RIGID_MAX_OFF * st.order_seen)
+        last = self._structure_last
+        if last is not None and np.array_equal(last.active, active) and np.array_equal(last.order_active, order_active):
+            return last  # the pairs in use rarely change: the same (frozen) structure
+        self._structure_last = replace(bs, active=active, order_active=order_active)
+        return self._structure_last
+
+    _structure_last: BodyStructure | None = None
 
     _ppu_cache: float | None = None
 

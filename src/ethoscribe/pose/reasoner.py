@@ -217,10 +217,17 @@ class GeometricReasoner:
         lo = np.where(np.isfinite(lo), lo, np.inf)
         hi = np.where(np.isfinite(hi), hi, -np.inf)
         boxes = np.full((V, I, len(ctx.regions), 4), np.nan)
-        for r, idx in enumerate(ctx.regions):
-            ii = list(idx)
-            boxes[:, :, r, :2] = lo[:, :, ii].min(axis=2)
-            boxes[:, :, r, 2:] = hi[:, :, ii].max(axis=2)
+        if ctx.regions and all(len(idx) for idx in ctx.regions):
+            # every region's min / max at once: its keypoints side by side, reduced segment by segment
+            order = np.concatenate([np.asarray(idx, np.int64) for idx in ctx.regions])
+            starts = np.cumsum([0] + [len(idx) for idx in ctx.regions[:-1]])
+            boxes[..., :2] = np.minimum.reduceat(lo[:, :, order], starts, axis=2)
+            boxes[..., 2:] = np.maximum.reduceat(hi[:, :, order], starts, axis=2)
+        else:
+            for r, idx in enumerate(ctx.regions):
+                ii = list(idx)
+                boxes[:, :, r, :2] = lo[:, :, ii].min(axis=2)
+                boxes[:, :, r, 2:] = hi[:, :, ii].max(axis=2)
         boxes[~np.isfinite(boxes)] = np.nan
         return RegionBoxes(boxes)
 
@@ -229,28 +236,33 @@ class GeometricReasoner:
         """The cost tensor (V, I, K, M) of every keypoint-candidate pair (inf for padding)."""
         w = self.weights
         c = ctx.cand_xy[:, None, None, :, :]  # V,1,1,M,2
-        d2 = np.sum((c - ctx.predicted_px[:, :, :, None, :]) ** 2, axis=-1)
+        # squared distances: x^2 + y^2 (what np.sum over the pair gives, without a reduction per element)
+        d2 = (c - ctx.predicted_px[:, :, :, None, :]) ** 2
+        d2 = d2[..., 0] + d2[..., 1]
         cost = d2 / np.maximum(ctx.predicted_sigma_px, 1e-6)[..., None] ** 2
         if w.shape > 0:
-            t2 = np.sum((c - ctx.template_px[:, :, :, None, :]) ** 2, axis=-1)
+            t2 = (c - ctx.template_px[:, :, :, None, :]) ** 2
+            t2 = t2[..., 0] + t2[..., 1]
             tc = t2 / np.maximum(ctx.template_sigma_px, 1e-6)[..., None] ** 2
             cost = cost + w.shape * np.where(np.isfinite(tc), tc, 0.0)
         if w.appearance > 0 and np.isfinite(ctx.appearance_scale).any():
             feats = np.stack([np.log(np.maximum(ctx.intensity, 1e-6)), np.log(np.maximum(ctx.area, 1e-6))], axis=-1)  # V,M,2
             z = (feats[:, None, :, :] - ctx.appearance_mu[:, :, None, :]) / ctx.appearance_scale  # V,K,M,2
-            z2 = np.where(np.isfinite(z), z * z, 0.0).sum(axis=-1)
+            z2 = np.where(np.isfinite(z), z * z, 0.0)
+            z2 = z2[..., 0] + z2[..., 1]
             cost = cost + w.appearance * np.minimum(z2, w.appearance_cap)[:, None, :, :]
-        if w.hint > 0:
+        # (the hint and score terms are zero without hints or scores, as for marker spots: not added then)
+        if w.hint > 0 and (ctx.hint_keypoint >= 0).any():
             hk = ctx.hint_keypoint[:, None, None, :]
             kk = np.arange(ctx.shape[2])[None, None, :, None]
             yes, no = ctx.hint_costs
             cost = cost + w.hint * np.where(hk < 0, 0.0, np.where(hk == kk, yes, no))
+        if w.hint > 0 and ctx.shape[1] > 1 and (ctx.hint_individual >= 0).any():
             hi = ctx.hint_individual[:, None, None, :]
             ii = np.arange(ctx.shape[1])[None, :, None, None]
-            if ctx.shape[1] > 1:
-                yes, no = ctx.hint_individual_costs
-                cost = cost + w.hint * np.where(hi < 0, 0.0, np.where(hi == ii, yes, no))
-        if w.score > 0:
+            yes, no = ctx.hint_individual_costs
+            cost = cost + w.hint * np.where(hi < 0, 0.0, np.where(hi == ii, yes, no))
+        if w.score > 0 and np.isfinite(ctx.score).any():
             s = ctx.score
             pen = np.where(np.isfinite(s), 1.0 - np.clip(s, 0.0, 1.0), 0.0)
             cost = cost + w.score * pen[:, None, None, :]
@@ -271,18 +283,22 @@ class GeometricReasoner:
         gate2 = ctx.gate ** 2
         inside = in_boxes(ctx, boxes.boxes)  # V,I,R,M
         allowed = inside[:, :, ctx.region_of, :]  # V, I, K, M
+        self._inside = (ctx, boxes, inside)  # agree() asks again for the same frame
         masked = np.where(allowed, costs, np.inf)
         cand = np.full((V, I, K), -1, np.int64)
         cost = np.full((V, I, K), gate2)
-        for v in range(V):
-            for a in range(I):
-                cols = np.flatnonzero(allowed[v, a].any(axis=0))
-                if cols.size == 0:
-                    continue
+        # what _hungarian_with_none does to each problem's costs, for all of them at once
+        big = np.where(np.isfinite(masked), masked, _BIG)
+        some = allowed.any(axis=2)  # V, I, M
+        for v, a in zip(*np.nonzero(some.any(axis=2))):
+            cols = np.flatnonzero(some[v, a])
+            if K > 1:
+                choice, c = _lsa_with_none(big[v, a][:, cols], gate2)
+            else:
                 choice, c = _hungarian_with_none(masked[v, a][:, cols], gate2)
-                got = choice >= 0
-                cand[v, a, got] = cols[choice[got]]
-                cost[v, a] = c
+            got = choice >= 0
+            cand[v, a, got] = cols[choice[got]]
+            cost[v, a] = c
         return Assignment(cand, cost, costs, np.zeros((V, I, K), bool))
 
     # ------------------------------------------------------------ stage 3
@@ -295,27 +311,29 @@ class GeometricReasoner:
         dup_views = duplicated_views(cand)
         if not dup_views.size:
             return Assignment(cand, cost, costs, conflict)
-        inside = in_boxes(ctx, boxes.boxes)
+        cached = getattr(self, "_inside", None)
+        if cached is not None and cached[0] is ctx and cached[1] is boxes:
+            inside = cached[2]
+        else:
+            inside = in_boxes(ctx, boxes.boxes)
         gate2 = ctx.gate ** 2
-        region_kps = [np.asarray(r, np.int64) for r in ctx.regions]
         for v in dup_views:
             flat = cand[v].reshape(-1)
-            used, counts = np.unique(flat[flat >= 0], return_counts=True)
-            contested = used[counts > 1]
+            contested = np.bincount(flat[flat >= 0], minlength=M) > 1  # (M,) candidates claimed twice
             # every (animal, region) holding a contested candidate takes part, with all its keypoints
-            hit = np.isin(cand[v], contested)  # I, K
+            hit = (cand[v] >= 0) & contested[np.maximum(cand[v], 0)]  # I, K
             aa, kk = np.nonzero(hit)
             groups = sorted({(int(a), int(ctx.region_of[k])) for a, k in zip(aa, kk)})
-            ra = np.concatenate([np.full(len(region_kps[r]), a) for a, r in groups])
-            rk = np.concatenate([region_kps[r] for _, r in groups])
-            rr = np.concatenate([np.full(len(region_kps[r]), r) for _, r in groups])
+            ra = np.array([a for a, r in groups for _ in ctx.regions[r]], np.int64)
+            rk = np.array([k for _, r in groups for k in ctx.regions[r]], np.int64)
+            rr = np.array([r for _, r in groups for _ in ctx.regions[r]], np.int64)
             cols = np.flatnonzero(inside[v, ra, rr].any(axis=0))
             ok = inside[v, ra[:, None], rr[:, None], cols[None, :]]
             sub = np.where(ok, costs[v, ra[:, None], rk[:, None], cols[None, :]], np.inf)
             choice, c = _hungarian_with_none(sub, gate2)
             new = np.where(choice >= 0, cols[np.maximum(choice, 0)], -1)
             old = cand[v, ra, rk]
-            conflict[v, ra, rk] |= np.isin(old, contested) | (new != old)
+            conflict[v, ra, rk] |= ((old >= 0) & contested[np.maximum(old, 0)]) | (new != old)
             cand[v, ra, rk] = new
             cost[v, ra, rk] = c
         return Assignment(cand, cost, costs, conflict)
@@ -342,14 +360,27 @@ def _hungarian_with_none(sub: FloatArray, none_cost: float) -> tuple[NDArray[np.
         if j >= 0 and row[j] < none_cost:
             return np.array([j], np.int64), np.array([row[j]])
         return np.array([-1], np.int64), np.array([none_cost])
-    big = np.where(np.isfinite(sub), sub, _BIG)
-    dummy = np.full((n_rows, n_rows), _BIG)
-    np.fill_diagonal(dummy, none_cost)
+    return _lsa_with_none(np.where(np.isfinite(sub), sub, _BIG), none_cost)
+
+
+_DUMMY: dict[tuple[int, float], FloatArray] = {}
+
+
+def _lsa_with_none(big: FloatArray, none_cost: float) -> tuple[NDArray[np.int64], FloatArray]:
+    """:func:`_hungarian_with_none` of a problem with two or more rows whose costs are finite (``_BIG`` for
+    "not allowed"): the rows' "none" columns appended (a row's own at ``none_cost``, the others' ``_BIG``),
+    solved by ``linear_sum_assignment``. The solver takes microseconds on these small problems; the arrays
+    around it are kept few (the "none" block is made once per size)."""
+    n_rows, n_cols = big.shape
+    dummy = _DUMMY.get((n_rows, none_cost))
+    if dummy is None:
+        dummy = np.full((n_rows, n_rows), _BIG)
+        np.fill_diagonal(dummy, none_cost)
+        dummy.flags.writeable = False
+        if len(_DUMMY) < 256:
+            _DUMMY[(n_rows, none_cost)] = dummy
     full = np.concatenate([big, dummy], axis=1)
-    r, c = linear_sum_assignment(full)
-    choice = np.full(n_rows, -1, np.int64)
-    cost = np.full(n_rows, none_cost)
-    real = (c < n_cols) & (full[r, c] < _BIG)
-    choice[r[real]] = c[real]
-    cost[r[real]] = full[r[real], c[real]]
-    return choice, cost
+    r, c = linear_sum_assignment(full)  # every row is assigned (more columns than rows): r = 0 .. n_rows - 1
+    val = full[r, c]
+    real = (c < n_cols) & (val < _BIG)
+    return np.where(real, c, -1).astype(np.int64, copy=False), np.where(real, val, none_cost)

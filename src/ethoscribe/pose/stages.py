@@ -40,6 +40,7 @@ from ethoscribe.pose.association import (
     template_neighbours,
 )
 from ethoscribe.pose.geometry import FrameGeometry, MarkerPoints, Triangulation
+from ethoscribe.pose.model import _einsum
 from ethoscribe.pose.reasoner import Assignment, FrameContext, Reasoner, RegionBoxes, duplicated_views
 
 FloatArray = NDArray[np.float64]
@@ -73,12 +74,11 @@ def _check_assignment(reasoner: Reasoner, ctx: FrameContext, a: Assignment, what
     cand = np.asarray(a.cand)
     if cand.shape != (V, I, K):
         raise ReasonerAnswerError(f"reasoner {reasoner.name!r}, frame {ctx.frame}: {what} of shape {cand.shape}, expected {(V, I, K)}")
-    cand = cand.astype(np.int64)
+    cand = cand.astype(np.int64, copy=False)
     bad = (cand >= M) | (cand < -1)
     if bad.any():
         raise ReasonerAnswerError(f"reasoner {reasoner.name!r}, frame {ctx.frame}: {what} names candidates that do not exist")
-    vv = np.broadcast_to(np.arange(V)[:, None, None], cand.shape)
-    usable = np.where(cand >= 0, ctx.cand_valid[vv, np.maximum(cand, 0)], True)
+    usable = np.where(cand >= 0, ctx.cand_valid[np.arange(V)[:, None, None], np.maximum(cand, 0)], True)
     cand = np.where(usable, cand, -1)
     cost = np.asarray(a.cost, float) if a.cost is not None else np.full((V, I, K), np.nan)
     return Assignment(cand, cost, a.costs, a.conflict)
@@ -101,15 +101,13 @@ def agree(reasoner: Reasoner, ctx: FrameContext, boxes: RegionBoxes, assignment:
             flat = cand[v].reshape(-1)
             fc = cost[v].reshape(-1)
             order = np.lexsort((np.arange(flat.size), fc))
-            seen: set[int] = set()
-            for i in order:
-                c = int(flat[i])
-                if c < 0:
-                    continue
-                if c in seen:
-                    flat[i] = -1
-                    conflict[v].reshape(-1)[i] = True
-                seen.add(c)
+            # in that order, a candidate's first claim keeps it, every later one loses it
+            oc = flat[order]
+            first = np.zeros(oc.size, bool)
+            first[np.unique(oc, return_index=True)[1]] = True
+            lose = order[(oc >= 0) & ~first]
+            flat[lose] = -1
+            conflict[v].reshape(-1)[lose] = True
             cand[v] = flat.reshape(cand[v].shape)
         out = Assignment(cand, out.cost, out.costs, conflict)
     if out.conflict is None:
@@ -229,7 +227,7 @@ def _gather(arr: FloatArray, cand: NDArray[np.int64]) -> FloatArray:
 def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray, norm: FloatArray,
                    valid: NDArray[np.bool_], use_views: NDArray[np.bool_], geo: FrameGeometry,
                    threshold: float, names: FloatArray | None = None, inlier_sigmas: float = 4.0,
-                   ) -> tuple[NDArray[np.int64], FloatArray, NDArray[np.bool_]]:
+                   ) -> tuple[NDArray[np.int64], FloatArray, NDArray[np.bool_], FloatArray]:
     """2D labels of the associated keypoints, view by view: each takes the candidate nearest its 3D point's
     reprojection (within ``threshold``), no candidate for two keypoints (Hungarian), and its 3D point is
     triangulated again from its labels.
@@ -247,7 +245,8 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
     Returns ``cand`` (V, P), the new points (P, 3) (NaN where fewer than two
     views keep a label: the hypothesis' point stands) and the views (V, P)
     whose spot is such a shared one (it counts for the point; the caller
-    labels the view by the reprojection).
+    labels the view by the reprojection), and the new points' reprojections (V, P, 2) (NaN where the point
+    is NaN; for an unchanged point, the hypothesis' own), which the caller would otherwise project again.
     """
     from ethoscribe.pose.reasoner import _hungarian_with_none
 
@@ -259,12 +258,14 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
     cand = np.full((V, P), -1, np.int64)
     evidence = np.zeros((V, P), bool)  # views where the point's spot is shared with another point
     t2 = threshold ** 2
-    d2 = ((proj[:, :, None, :] - xy[:, None, :, :]) ** 2).sum(-1)  # V, G, M
+    d2 = (proj[:, :, None, :] - xy[:, None, :, :]) ** 2  # V, G, M: x^2 + y^2 (= the sum over the pair)
+    d2 = d2[..., 0] + d2[..., 1]
     with np.errstate(invalid="ignore"):
         near = (d2 <= t2) & valid[:, None, :] & np.asarray(use_views, bool)[:, None, None]
         # a spot that two points project onto where they overlap in this view (one marker maybe hidden behind
         # the other) is evidence for neither: both get their reprojection
-        pp = ((proj[:, :, None, :] - proj[:, None, :, :]) ** 2).sum(-1)  # V, G, G
+        pp = (proj[:, :, None, :] - proj[:, None, :, :]) ** 2  # V, G, G
+        pp = pp[..., 0] + pp[..., 1]
     idx_g = np.arange(len(rows))
     pp[:, idx_g, idx_g] = np.inf
     with np.errstate(invalid="ignore"):
@@ -278,10 +279,13 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
     vs, g, m = np.nonzero(near & (has & simple)[:, None, None])
     cand[vs, rows[g]] = m
     evidence[vs, rows[g]] = shared[vs, m]
-    for v in np.flatnonzero(has & ~simple):
+    contested = np.flatnonzero(has & ~simple)
+    if contested.size:
+        d_near = np.where(near, d2, np.inf)
+    for v in contested:
         sub_r = np.flatnonzero(n_row[v] > 0)
         sub_c = np.flatnonzero(n_col[v] > 0)
-        c = np.where(near[v][np.ix_(sub_r, sub_c)], d2[v][np.ix_(sub_r, sub_c)], np.inf)
+        c = d_near[v][np.ix_(sub_r, sub_c)]
         if names is not None:
             c = c + names[v][np.ix_(rows[sub_r], sub_c)] * (t2 / inlier_sigmas ** 2)
         choice, _ = _hungarian_with_none(c, _NONE_LABEL)
@@ -293,6 +297,8 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
     X = np.full((P, 3), np.nan)
     changed = (cand[:, rows] != pts.support[:, matched[rows]]).any(axis=0)
     X[rows[~changed]] = Xm[~changed]
+    X_px = np.full((V, P, 2), np.nan)  # the points' reprojections (the hypothesis' where it stands)
+    X_px[:, rows[~changed]] = proj[:, ~changed]
     if changed.any():
         cr = rows[changed]
         sub = cand[:, cr]
@@ -304,6 +310,7 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
         X[cr] = Xn
         # keep a label only if it agrees with the new point too
         pr, _ = geo.project(Xn)
+        X_px[:, cr] = pr
         lab = np.where((sub >= 0)[..., None], xy[vv, idx], np.nan)
         e = np.linalg.norm(pr - lab, axis=-1)
         with np.errstate(invalid="ignore"):
@@ -314,7 +321,7 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
     few = (cand[:, rows] >= 0).sum(axis=0) < 2
     X[rows[few]] = np.nan
     evidence &= cand >= 0
-    return cand, X, evidence
+    return cand, X, evidence, X_px
 
 
 def _name_costs(ctx: FrameContext) -> FloatArray | None:
@@ -493,7 +500,7 @@ def refine_frame(
             # a track on the marker of a lost keypoint, far from its own place in the body, is that keypoint's
             if body is not None:  # the online template's places too: where each keypoint was last seen on the body
                 nb = body.neighbours
-                current = np.einsum("aij,akj->aki", body.rotation, body.body) + body.translation[:, None]
+                current = _einsum("aij,akj->aki", body.rotation, body.body) + body.translation[:, None]
             else:
                 nb, current = template_neighbours(structure.seed_shape), None
             handed = hand_back(matched, pts.points3d, structure, nb, I, K, current)
@@ -506,11 +513,11 @@ def refine_frame(
                 events["reassociated"] = [[ctx.individuals[a], ctx.keypoints[k], int(s)] for a, k, s in reassociated]
         if not np.array_equal(matched, pre_matched):
             margin = association_margin(cost, matched, gate2, pts.points3d, same)
-    X_ref = None
+    X_ref = X_ref_px = None
     evidence = np.zeros((V, P), bool)
     if N and association.LABEL_REFINE and (matched >= 0).any():
-        cand, X_ref, evidence = _refine_labels(matched, pts, xy, norm, ctx.cand_valid, use_views, geo, threshold,
-                                               _name_costs(ctx), inlier_sigmas)
+        cand, X_ref, evidence, X_ref_px = _refine_labels(matched, pts, xy, norm, ctx.cand_valid, use_views, geo,
+                                                         threshold, _name_costs(ctx), inlier_sigmas)
     # keypoints without a point keep the reasoner's labels where no point took the candidate
     taken = np.zeros((V, M), bool)
     v2, p2 = np.nonzero(cand >= 0)
@@ -564,7 +571,10 @@ def refine_frame(
         from_pts &= ~np.isfinite(X_ref).any(axis=-1)
         moved = np.isfinite(X).any(axis=-1) & ~from_pts
         if moved.any():
-            proj[:, moved] = geo.project(X[moved])[0]
+            if X_ref_px is not None and np.isfinite(X_ref[moved]).all():  # X = X_ref there: its reprojection
+                proj[:, moved] = X_ref_px[:, moved]
+            else:
+                proj[:, moved] = geo.project(X[moved])[0]
     if N:
         proj[:, from_pts] = pts.projected[:, matched[from_pts]]
     lab_px = _gather(xy, cand)
