@@ -45,8 +45,6 @@ from ethoscribe.pose.reasoner import Assignment, FrameContext, Reasoner, RegionB
 
 FloatArray = NDArray[np.float64]
 
-#: "no candidate" in the per-view label assignment: every spot within reach is better than none
-_NONE_LABEL = 1e5
 #: stage codes of the frame arrays (index into labels.STAGES); -1 none
 SEED, ASSIGNMENT, AGREEMENT, REFINEMENT, REPROJECTION = 0, 1, 2, 3, 4
 
@@ -288,7 +286,7 @@ def _refine_labels(matched: NDArray[np.int64], pts: MarkerPoints, xy: FloatArray
         c = d_near[v][np.ix_(sub_r, sub_c)]
         if names is not None:
             c = c + names[v][np.ix_(rows[sub_r], sub_c)] * (t2 / inlier_sigmas ** 2)
-        choice, _ = _hungarian_with_none(c, _NONE_LABEL)
+        choice, _ = _hungarian_with_none(c, t2)
         ok = choice >= 0
         g, m = sub_r[ok], sub_c[choice[ok]]
         cand[v, rows[g]] = m
