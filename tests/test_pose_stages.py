@@ -379,3 +379,108 @@ def test_the_models_naming_accuracy_is_measured_from_how_its_views_agree(wrong: 
     assert got.accuracy == pytest.approx(expected, abs=0.03)
     yes, no = hint_costs(got.accuracy, K)
     assert yes < 0 < no
+
+
+def _structure(rigid: np.ndarray, sd: float = 0.4, spread: float = 3.0):  # type: ignore[no-untyped-def]
+    from ethoscribe.pose.association import BodyStructure, lateral_axis
+
+    tpl = BODY[None]
+    dist = np.linalg.norm(BODY[rigid[:, 0]] - BODY[rigid[:, 1]], axis=-1)[None] if len(rigid) else np.zeros((1, 0))
+    pairs = ((KP["ear_left"], KP["ear_right"]), (KP["paw_front_left"], KP["paw_front_right"]),
+             (KP["paw_hind_left"], KP["paw_hind_right"]))
+    return BodyStructure(rigid=rigid, rigid_dist=dist, rigid_sd=np.full(len(rigid), sd), active=np.ones(len(rigid), bool),
+                         pairs=pairs, lateral=lateral_axis(tpl, pairs)[0], seed_shape=tpl,
+                         seed_weight=np.full(K, 1.0 / spread ** 2), side_scale=4.0)
+
+
+def _turned(noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    c, s = np.cos(0.7), np.sin(0.7)
+    pose = BODY @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T + np.array([100.0, -40.0, 0.0])
+    return pose + np.random.default_rng(seed).normal(0, noise, pose.shape)
+
+
+def test_a_rigid_head_with_wrong_names_keeps_its_pairs_confirmed() -> None:
+    # the ears and the front back marker: exchanged names leave the triangle's shape, which the tracker's
+    # rigidity count must not hold against the pairs (they are what puts the names right); a bent triangle is off
+    from ethoscribe.pose.association import rigid_measured, rigid_triangles
+
+    left, right, front = KP["ear_left"], KP["ear_right"], KP["back_front"]
+    st = _structure(np.array([[left, right], [left, front], [right, front]]), sd=0.1)
+    tri = rigid_triangles(st)
+    assert (tri[:, 0] == np.arange(3)).all()
+    pose = _turned()
+    swapped = pose.copy()
+    swapped[[right, front]] = pose[[front, right]]
+    seen, off = rigid_measured(swapped[None], st)
+    assert seen.all() and off[0, 0] and off[0, 1] and not off[0, 2]  # by names: two pairs off
+    seen, off = rigid_measured(swapped[None], st, tri)
+    assert seen.all() and not off.any()  # by shape: a relabelled head
+    bent = pose.copy()
+    bent[front] += np.array([0.0, 0.0, 6.0])
+    assert rigid_measured(bent[None], st, tri)[1][0, [1, 2]].all()
+
+
+def test_two_tracks_each_on_the_others_place_are_exchanged() -> None:
+    # a paw's track on the rear back marker and the back marker's track on the paw's marker: left/right and
+    # front/back order and rigid distances may all hold, the body's places do not
+    from ethoscribe.pose.association import exchange_back
+
+    st = _structure(np.zeros((0, 2), np.int64))
+    pose = _turned(0.5)
+    paw, back = KP["paw_hind_left"], KP["back_rear"]
+    matched = np.arange(K)
+    matched[[paw, back]] = [back, paw]
+    assert exchange_back(matched, pose, st, 1, K) == [(0, min(paw, back), max(paw, back))]
+    assert np.array_equal(matched, np.arange(K))
+    # the right names stay; so do two neighbours that are close to each other's places anyway
+    assert exchange_back(matched, pose, st, 1, K) == [] and np.array_equal(matched, np.arange(K))
+
+
+def test_the_pass_the_body_agrees_with_is_preferred() -> None:
+    # over a stretch, the forward pass has the front paws the wrong way round, the backward pass right
+    from ethoscribe.pose.association import pass_preference
+
+    st = _structure(np.zeros((0, 2), np.int64))
+    S = 5
+    good = np.repeat(_turned()[None, None], S, axis=0)  # S, I, K, 3
+    l, r = KP["paw_front_left"], KP["paw_front_right"]
+    bad = good.copy()
+    bad[:, 0, [l, r]] = good[:, 0, [r, l]]
+    agreed = good.copy()
+    agreed[:, 0, [l, r]] = np.nan
+    pick = pass_preference(st, agreed, 0, l, bad, good)
+    assert pick is not None and pick[0] and 0 < pick[1] < 1
+    pick = pass_preference(st, agreed, 0, r, good, bad)
+    assert pick is not None and not pick[0]
+    assert pass_preference(st, agreed, 0, l, good, good) is None  # nothing to tell them apart
+
+
+def test_a_view_the_passes_label_differently_gets_the_reprojection() -> None:
+    from ethoscribe.pose.stages import REPROJECTION, settle_view_labels
+
+    T, V, I, Kk = 2, 3, 1, 2
+    X = np.zeros((T, I, Kk, 3))
+
+    class Geo:
+        def project(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            n = np.asarray(pts).reshape(-1, 3).shape[0]
+            return np.full((V, n, 2), 7.0), np.ones((V, n))
+
+    def arrays(cid: np.ndarray) -> dict[str, np.ndarray]:
+        return {"cid": cid.copy(), "xy": np.where((cid >= 0)[..., None], np.ones(cid.shape + (2,)), np.nan),
+                "stage": np.full(cid.shape, 3, np.int8),
+                "err": np.zeros(cid.shape, np.float32), "X": X.copy()}
+
+    cf = np.zeros((T, V, I, Kk), np.int64)
+    cb = cf.copy()
+    cb[1, 2, 0, 1] = 5  # frame 1, view 2, keypoint 1: another spot in the backward pass
+    f, b = arrays(cf), arrays(cb)
+    out = arrays(cf)
+    confirmed = np.ones((T, I, Kk), bool)
+    assert settle_view_labels(Geo(), out, f, b, confirmed) == 1
+    assert out["cid"][1, 2, 0, 1] == -1 and out["stage"][1, 2, 0, 1] == REPROJECTION
+    assert np.allclose(out["xy"][1, 2, 0, 1], 7.0) and (out["cid"][out["cid"] != -1] == 0).all()
+    # not where the passes disagree on the point, nor in a suspect camera
+    out = arrays(cf)
+    assert settle_view_labels(Geo(), out, f, b, ~confirmed) == 0
+    assert settle_view_labels(Geo(), out, f, b, confirmed, np.array([False, False, True])) == 0

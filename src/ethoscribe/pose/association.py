@@ -36,11 +36,16 @@ checked against what does not depend on the tracking history
 symmetric pairs, front/back order along the body), and :func:`repair`
 renames tracks or reassigns keypoints where that structure is violated: a
 left paw is left of the right one whatever the speed, and an identity that
-went wrong is put back instead of being carried on by the motion model.
+went wrong is put back instead of being carried on by the motion model;
+:func:`exchange_back` exchanges two tracks that each sit on the other's place
+in the body (a paw and a back marker, which the structure's rules may not
+see). The same body settles, after tracking, which of the two passes to keep
+where they disagree (:func:`pass_preference`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +67,7 @@ LABEL_REFINE = True     # the per-view 2D label assignment of the associated poi
 KEEP_UNVERIFIED = True  # a keypoint without a 3D point keeps the reasoner's (unverified, single-view) labels
 ADMIT_FAR = True        # a hypothesis the body model vouches for may lie beyond the motion gate (up to the reach)
 CONFIDENT_MARGIN = 4.0  # an association this much cheaper than any alternative is unambiguous
+AMBIGUOUS_RATIO = 3.0   # ... when another keypoint's expected place is within this many times the point's distance
 TEMPLATE_WEIGHT = 0.25  # seed template placed on the prediction: a weak pull, for keypoints without neighbours' help
 
 
@@ -313,6 +319,8 @@ def confident_points(matched: NDArray[np.int64], margin: FloatArray, n_support: 
 STRUCT_CAP = 16.0     # a violated constraint costs at most this (4 sigma)
 STRUCT_WEIGHT = 1.0
 RIGID_WEIGHT = 0.0    # identity-free rigid-distance context in the association cost
+FIT_ROBUST_C = 2.0    # a robust body-frame fit (_fit_frames) downweights keypoints by their residual: Cauchy scale
+FIT_ROBUST_ITERATIONS = 2  # ... in template spreads, and reweighting rounds
 
 
 @dataclass(frozen=True)
@@ -471,6 +479,56 @@ def rigid_pairs(seed_xyz: FloatArray, noise: float, rel_tol: float = 0.01,
     return pairs, dist, spread
 
 
+def rigid_triangles(st: BodyStructure) -> NDArray[np.int64]:
+    """(R, 3) for each rigid pair, the indices of three rigid pairs that close a triangle with it (the pair itself
+    first), -1 where the pair is in no triangle of seed-rigid pairs."""
+    R = st.rigid.shape[0]
+    out = np.full((R, 3), -1, np.int64)
+    index = {(int(j), int(k)): r for r, (j, k) in enumerate(st.rigid)}
+    index.update({(k, j): r for (j, k), r in list(index.items())})
+    ends = {int(x) for x in st.rigid.reshape(-1)}
+    for r, (j, k) in enumerate(st.rigid):
+        for m in sorted(ends - {int(j), int(k)}):
+            if (int(j), m) in index and (int(k), m) in index:
+                out[r] = (r, index[(int(j), m)], index[(int(k), m)])
+                break
+    return out
+
+
+def rigid_measured(Y: FloatArray, st: BodyStructure, triangles: NDArray[np.int64] | None = None
+                   ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Which rigid pairs poses Y (I, K, 3) (NaN unknown) measure, and which of those they show off (beyond three
+    tolerances): (I, R) each.
+
+    A pair off by its names but in a triangle of seed-rigid pairs (``triangles``, :func:`rigid_triangles`) whose
+    shape is intact (its three distances, sorted, against the seed's sorted) is not counted off: a rigid group
+    whose names are wrong (two ears exchanged, an ear on the front back marker and the other way round) still
+    has its shape; a group that bends (the back in a rear) has not. Counted by names, every frame of a wrong
+    identity would count against the pair's rigidity, until the pair is given up and can no longer put the
+    identity right.
+    """
+    a_, b_ = st.rigid[:, 0], st.rigid[:, 1]
+    ok = ~np.isnan(Y).any(-1)
+    both = ok[:, a_] & ok[:, b_]  # I, R
+    dv = Y[:, a_] - Y[:, b_]
+    d = np.sqrt(np.einsum("irj,irj->ir", dv, dv))
+    with np.errstate(invalid="ignore"):
+        off = both & (np.abs(d - st.rigid_dist) > 3.0 * st.rigid_sd)
+    if triangles is not None and off.any():
+        tri = np.flatnonzero(triangles[:, 0] >= 0)
+        tri = tri[off[:, tri].any(axis=0)]
+        if tri.size:
+            idx = triangles[tri]  # T, 3
+            meas = np.sort(d[:, idx], axis=-1)  # I, T, 3
+            seed = np.sort(st.rigid_dist[:, idx], axis=-1)
+            tol = 3.0 * st.rigid_sd[idx].max(axis=-1)  # T
+            full = both[:, idx].all(axis=-1)
+            with np.errstate(invalid="ignore"):
+                bad = (np.abs(meas - seed) > tol[None, :, None]).any(axis=-1)
+            off[:, tri] &= ~(full & ~bad)  # off by name, in shape: a relabelled group, not a bent one
+    return both, off
+
+
 def _rigid_z2(Y: FloatArray, st: BodyStructure) -> FloatArray:
     """(..., I, R) squared standard scores of the rigid pairs' distances in poses Y (..., I, K, 3) (NaN unknown)."""
     if st.rigid.shape[0] == 0:
@@ -515,20 +573,34 @@ def structure_energy(Y: FloatArray, st: BodyStructure, rotation: FloatArray | No
     return e
 
 
-def _fit_frames(points: FloatArray, st: BodyStructure) -> tuple[FloatArray, FloatArray]:
-    """The seed template fitted (weighted Kabsch) to poses (B, I, K, 3): rotations (B, I, 3, 3), translations (B, I, 3)."""
+def _fit_frames(points: FloatArray, st: BodyStructure, robust: bool = False) -> tuple[FloatArray, FloatArray]:
+    """The seed template fitted (weighted Kabsch) to poses (B, I, K, 3): rotations (B, I, 3, 3), translations (B, I, 3).
+
+    ``robust``: reweighted by the residuals (``FIT_ROBUST_ITERATIONS`` times, Cauchy weights of scale
+    ``FIT_ROBUST_C`` template spreads), so that a few keypoints far from their places do not turn the frame.
+    """
     from ethoscribe.pose.model import kabsch
 
     B, I, K, _ = points.shape
-    key = (points.shape, points.tobytes(), st.seed_shape, st.seed_weight) if B == 1 else None
+    key = (points.shape, points.tobytes(), robust, st.seed_shape, st.seed_weight) if B == 1 else None
     hit = _FIT_MEMO.get("last")
-    if key is not None and hit is not None and hit[0][:2] == key[:2] and hit[0][2] is key[2] and hit[0][3] is key[3]:
+    if key is not None and hit is not None and hit[0][:3] == key[:3] and hit[0][3] is key[3] and hit[0][4] is key[4]:
         return hit[1].copy(order="K"), hit[2].copy(order="K")
     tpl = np.broadcast_to(st.seed_shape, (B, I, K, 3)).reshape(-1, K, 3)
     pts = points.reshape(-1, K, 3)
     ok = np.isfinite(pts).all(-1)
-    w0 = np.broadcast_to(st.seed_weight, ok.shape)
-    r, t = kabsch(tpl, pts, np.where(ok, w0, 0.0))
+    w0 = np.where(ok, np.broadcast_to(st.seed_weight, ok.shape), 0.0)
+    r, t = kabsch(tpl, pts, w0)
+    if robust:
+        # a keypoint far from its template place (a curled tail, a turned head, a wrong identity) must not turn the
+        # body's frame: reweighted by its residual in template spreads (Cauchy, scale FIT_ROBUST_C), twice
+        spread = 1.0 / np.sqrt(np.asarray(st.seed_weight, float))
+        for _ in range(FIT_ROBUST_ITERATIONS):
+            res = np.linalg.norm(np.einsum("bij,bkj->bki", r, tpl) + t[:, None] - pts, axis=-1) / spread
+            w = np.where(np.isfinite(res), w0 / (1.0 + (res / FIT_ROBUST_C) ** 2), 0.0)
+            r2, t2 = kabsch(tpl, pts, w)
+            fine = np.isfinite(r2).all(axis=(1, 2))
+            r, t = np.where(fine[:, None, None], r2, r), np.where(fine[:, None], t2, t)
     r, t = r.reshape(B, I, 3, 3), t.reshape(B, I, 3)
     if key is not None:
         _FIT_MEMO["last"] = (key, r.copy(order="K"), t.copy(order="K"))
@@ -816,6 +888,75 @@ def hand_back(matched: NDArray[np.int64], Y: FloatArray, st: BodyStructure, neig
     return out
 
 
+def exchange_back(matched: NDArray[np.int64], Y: FloatArray, st: BodyStructure, I: int, K: int,
+                  places: FloatArray | None = None, min_gain: float = 1.0) -> list[tuple[int, int, int]]:
+    """Two tracks each on the other's place in the body, to be exchanged: (animal, k1, k2).
+
+    The rules of :func:`repair` see a paw on a back marker and the back marker's track on the paw's marker only
+    through rigid distances and left/right and front/back order, which such a pair may keep. The body sees it:
+    with the seed template fitted (robustly, :func:`_fit_frames`) to the animal's points, each of the two points
+    is more than ``HAND_OWN_Z`` template spreads from its own keypoint's place and within ``HAND_LOST_Z`` spreads
+    of the other's. Exchanged (best first) where the structure (:func:`structure_energy`) does not get worse by
+    more than ``min_gain``, with at least ``HAND_MIN_OTHERS`` other points placing the body. ``places``
+    (I, K, 3), if given, is the seed template already placed on the animal (the prediction's): a cheap first look
+    that skips the robust fit where no pair can qualify. ``matched`` (I*K,) is updated in place.
+    """
+    from ethoscribe.pose.model import kabsch
+
+    out: list[tuple[int, int, int]] = []
+    N = Y.shape[0]
+    if N == 0:
+        return out
+    spread = 1.0 / np.sqrt(st.seed_weight)
+    for a in range(I):
+        rows = a * K + np.arange(K)
+        m = matched[rows]
+        held = m >= 0
+        if held.sum() < HAND_MIN_OTHERS + 2:
+            continue
+        pose = np.full((K, 3), np.nan)
+        pose[held] = Y[m[held]]
+        p0 = places[a] if places is not None else None
+        if p0 is None or np.isnan(p0).any():
+            r0, t0 = kabsch(st.seed_shape[a][None], pose[None], np.where(held, st.seed_weight, 0.0)[None])
+            p0 = st.seed_shape[a] @ r0[0].T + t0[0]
+        dd = pose[:, None] - p0[None]
+        z0 = np.sqrt(np.einsum("kjc,kjc->kj", dd, dd)) / spread
+        with np.errstate(invalid="ignore"):  # a quick look first, with the plain places and wider margins
+            far0 = np.diag(z0) > HAND_OWN_Z - 1.0
+            if far0.sum() < 2:
+                continue
+            maybe = far0[:, None] & far0[None, :] & (z0 < HAND_LOST_Z + 1.0) & (z0.T < HAND_LOST_Z + 1.0)
+        if not np.triu(maybe, 1).any():
+            continue
+        full = np.concatenate([Y, np.full((1, 3), np.nan)])[np.where(matched >= 0, matched, N)].reshape(I, K, 3)
+        rot, tr = _fit_frames(full[None], st, True)
+        place = np.einsum("ij,kj->ki", rot[0, a], st.seed_shape[a]) + tr[0, a]  # K, 3
+        z = np.linalg.norm(pose[:, None] - place[None], axis=-1) / spread[None, :]  # point of k, place of j
+        own = np.diag(z).copy()
+        with np.errstate(invalid="ignore"):
+            far = held & (own > HAND_OWN_Z)
+            cand = far[:, None] & far[None, :] & (z < HAND_LOST_Z) & (z.T < HAND_LOST_Z)
+        cand = np.triu(cand, 1)
+        if not cand.any():
+            continue
+        jj, kk = np.nonzero(cand)
+        gain = own[jj] ** 2 + own[kk] ** 2 - z[jj, kk] ** 2 - z[kk, jj] ** 2
+        for n in np.argsort(-gain):
+            j, k = int(jj[n]), int(kk[n])
+            if any(x in (j, k) for _, p, q in out for x in (p, q)):
+                continue
+            new = full.copy()
+            new[a, [j, k]] = full[a, [k, j]]
+            e_cur, e_new = structure_energy(np.stack([full, new]), st)[:, a]
+            if e_new > e_cur + min_gain:
+                continue
+            matched[rows[j]], matched[rows[k]] = matched[rows[k]], matched[rows[j]]
+            out.append((a, j, k))
+            full = new
+    return out
+
+
 #: a rigid pair is kept by a completion within this many tolerances
 COMPLETE_Z = 3.0
 #: the most member-to-point combinations a completion enumerates (a larger group is left to :func:`repair`)
@@ -1006,6 +1147,79 @@ def complete_rigid(matched: NDArray[np.int64], Y: FloatArray, support: NDArray[n
                 out.append((a, int(k), -2))
             matched[rows[g]] = choice
     return out
+
+
+#: a pass is preferred on structure when its points are on average this much closer (squared template spreads,
+#: capped at PLACE_CAP) to the keypoint's place in the body than the other pass's
+PASS_MARGIN = 1.0
+PLACE_CAP = 16.0
+#: the fewest agreed keypoints that place the body
+PLACE_MIN_AGREED = 4
+
+
+def pass_preference(st: BodyStructure, agreed: FloatArray, a: int, k: int, Xf: FloatArray, Xb: FloatArray,
+                    same: float = 0.0) -> tuple[bool, float] | None:
+    """Which of two passes' points for keypoint ``k`` of animal ``a`` over a stretch of frames the body agrees with.
+
+    ``agreed`` (S, I, K, 3): per frame, the points both passes agree on (NaN elsewhere); ``Xf``, ``Xb``
+    (S, I, K, 3) the two passes' points. In each frame with at least ``PLACE_MIN_AGREED`` agreed keypoints of the
+    animal (``k`` left out), the seed template is fitted to them (:func:`_fit_frames`) and each pass's point
+    scores
+
+    - its squared distance from the keypoint's place in template spreads,
+    - the mean excess (beyond two tolerances) of the squared standard scores of its seed-rigid distances to
+      agreed keypoints,
+    - for a left/right keypoint, how far its pass puts it on the wrong side of its partner (the partner as that
+      pass has it: a pass that swapped the pair has both on the wrong sides; :func:`structure_energy`'s term),
+    - ``PLACE_CAP`` where it is within ``same`` (world units) of another keypoint's agreed point (that pass
+      followed the other keypoint's marker),
+
+    each capped at ``PLACE_CAP``. The body needs no history: a pass that followed another marker puts the keypoint
+    where the rest of the body says it is not, frame after frame. Returns (backward preferred, how clearly in
+    [0, 1)) when the two passes' mean scores differ by at least ``PASS_MARGIN``, else None.
+    """
+    pose = agreed.copy()
+    pose[:, :, k] = np.nan
+    others = np.isfinite(pose[:, a]).all(-1).sum(axis=1) >= PLACE_MIN_AGREED
+    if not others.any():
+        return None
+    pose = pose[others]
+    rot, tr = _fit_frames(pose, st)
+    place = np.einsum("sij,j->si", rot[:, a], st.seed_shape[a, k]) + tr[:, a]  # S', 3
+    spread = 1.0 / np.sqrt(float(st.seed_weight[k]))
+    partner = [(l if k == r else r, 1.0 if k == l else -1.0) for l, r in st.pairs if k in (l, r)]
+    ax = np.einsum("sij,j->si", rot[:, a], st.lateral[a]) if partner and np.isfinite(st.lateral[a]).all() else None
+    held = pose[:, a].copy()  # the other keypoints' agreed points
+    rig = [(int(j if kk == k else kk), r) for r, (j, kk) in enumerate(st.rigid) if k in (j, kk)]
+    scores = []
+    for X in (Xf[others], Xb[others]):
+        x = X[:, a, k]
+        e = np.minimum(np.sum((x - place) ** 2, axis=-1) / spread ** 2, PLACE_CAP)
+        if rig:  # the seed-rigid distances to agreed keypoints (a marker a rigid neighbour's distance away)
+            z2 = np.stack([((np.linalg.norm(x - held[:, j], axis=-1) - st.rigid_dist[a, r]) / st.rigid_sd[r]) ** 2
+                           for j, r in rig], axis=1)
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                er = np.nanmean(np.minimum(np.maximum(z2 - 4.0, 0.0), PLACE_CAP), axis=1)
+            e = e + np.where(np.isfinite(er), er, 0.0)
+        if ax is not None:
+            j, sign = partner[0]
+            d = sign * np.einsum("si,si->s", x - X[:, a, j], ax)
+            wrong = np.where(np.isfinite(d), np.maximum(-d, 0.0), 0.0)
+            e = e + np.minimum((wrong / max(st.side_scale, 1e-9)) ** 2, PLACE_CAP)
+        if same > 0:
+            with np.errstate(invalid="ignore"):
+                on_other = (np.linalg.norm(held - x[:, None], axis=-1) <= same).any(axis=1)
+            e = np.where(on_other, PLACE_CAP, e)
+        scores.append(np.minimum(e, PLACE_CAP))
+    ef, eb = scores
+    ok = np.isfinite(ef) & np.isfinite(eb)
+    if not ok.any():
+        return None
+    mf, mb = float(ef[ok].mean()), float(eb[ok].mean())
+    if abs(mf - mb) < PASS_MARGIN:
+        return None
+    return mb < mf, abs(mf - mb) / (mf + mb + 1.0)
 
 
 def structure_violations(Y: FloatArray, matched: NDArray[np.int64], st: BodyStructure | None, I: int,

@@ -38,6 +38,7 @@ import pandas as pd
 
 from ethoscribe.errors import InputError
 from ethoscribe.io.atomic import atomic_path, write_json, write_text
+from ethoscribe.pose.association import pass_preference
 from ethoscribe.pose.labels import (
     REASON_BIT,
     REASONS,
@@ -48,7 +49,7 @@ from ethoscribe.pose.labels import (
     validate_labels,
 )
 from ethoscribe.pose.model import kabsch
-from ethoscribe.pose.stages import REPROJECTION, SEED
+from ethoscribe.pose.stages import REPROJECTION, SEED, settle_view_labels
 
 FILES = {
     "labels": "labels.parquet",
@@ -114,9 +115,14 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
     Frames between the first and the last seed are tracked twice, from the
     seed before and from the seed after. Where both passes put a keypoint on
     the same 3D point (within twice the inlier threshold, in world units at
-    the typical depth) the result is *confirmed*. Where they disagree, one of
-    them follows a wrong marker (a wrong identity begins, or ends, with a
-    jump to another marker): for each stretch of frames where they disagree,
+    the typical depth, and sharing a candidate in some view unless within a
+    quarter of that) the result is *confirmed*; a view the two passes label
+    with different spots gets the point's reprojection
+    (:func:`~ethoscribe.pose.stages.settle_view_labels`). Where they disagree,
+    one of them follows a wrong marker (a wrong identity begins, or ends,
+    with a jump to another marker): for each stretch of frames where they
+    disagree, the pass the rest of the body agrees with is taken when it is
+    clear (:func:`~ethoscribe.pose.association.pass_preference`), else
     the pass whose track joins the agreed track before and after the stretch
     with the smaller jump is taken; without an agreed neighbour, the pass
     whose track runs unbroken from a seed frame, else the one with the longer
@@ -142,6 +148,11 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
     tol = 2.0 * np.nanmedian(np.where(np.isfinite(f["threshold"]), f["threshold"], b["threshold"])) / max(su_ppu(su), 1e-9)
     with np.errstate(invalid="ignore"):
         agree = hf & hb & (d <= tol)
+    # markers closer than the tolerance (the head's, 7 mm apart under a wide inlier threshold) are told apart
+    # by their spots: points that share no candidate in any view are on one marker only when very close
+    shared = ((f["cid"] == b["cid"]) & (f["cid"] >= 0)).any(axis=1)
+    with np.errstate(invalid="ignore"):
+        agree &= shared | (d <= 0.25 * tol)
     disagree = both[:, None, None] & hf & hb & ~agree
     # which pass to take, per (t, a, k)
     score_f = np.where(hf, 1, 0) * 1_000_000 + f["chain_seed"] * 100_000 + np.minimum(f["chain_len"], 99_999)
@@ -152,6 +163,8 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
                    np.where((b["done"][:, None, None] & ~f["done"][:, None, None])[..., None], b["X"], np.nan))
     one_marker = _one_marker_radius(su, tol, I, K)
     decisive = np.zeros((T, I, K))  # 0: the tracks did not settle which pass is right; 1: clearly
+    body = getattr(su, "structure", None)
+    agreed = np.where(agree[..., None], f["X"], np.nan) if body is not None else None
     for a_i in range(I):
         for k_i in range(K):
             dis = disagree[:, a_i, k_i]
@@ -159,6 +172,12 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
                 continue
             edges = np.flatnonzero(np.diff(np.r_[0, dis.astype(np.int8), 0]))
             for t0, t1 in zip(edges[::2], edges[1::2] - 1):
+                if body is not None:  # the pass whose point the rest of the body agrees with
+                    pick = pass_preference(body, agreed[t0:t1 + 1], a_i, k_i, f["X"][t0:t1 + 1], b["X"][t0:t1 + 1],
+                                           0.5 * tol)
+                    if pick is not None:
+                        take_b[t0:t1 + 1, a_i, k_i], decisive[t0:t1 + 1, a_i, k_i] = pick
+                        continue
                 jf = jb = 0.0
                 n_ref = 0
                 for tb, tr in ((t0, t0 - 1), (t1, t1 + 1)):
@@ -174,6 +193,7 @@ def merge_passes(su: Any, f: dict[str, np.ndarray], b: dict[str, np.ndarray]) ->
     out["disagree"] = disagree
     out["decisive"] = decisive
     out["confirmed"] = agree & both[:, None, None]
+    settle_view_labels(su.geo, out, f, b, out["confirmed"], getattr(getattr(su, "check", None), "suspect", None))
     # two keypoints on one marker: the one whose passes disagreed switches pass, or lets go
     lost = np.zeros((T, I, K), bool)
     out["dropped"] = np.zeros((T, I, K), bool)

@@ -42,7 +42,10 @@ from it. Per frame:
 Only confidently associated keypoints teach the tracker (its online
 template, its residual scales, whether seed-rigid pairs stay rigid and
 seed-ordered pairs ordered): a wrong identity must not become the model
-that keeps it.
+that keeps it. For the same reason a rigid triangle (the head) whose
+distances are off by name but not in shape (two of its markers' names
+exchanged) does not count against its pairs
+(:func:`~ethoscribe.pose.association.rigid_measured`).
 
 The two passes are then reconciled keypoint by keypoint
 (:func:`~ethoscribe.pose.outputs.merge_passes`): where they agree the labels
@@ -88,7 +91,9 @@ from ethoscribe.pose.association import (
     lateral_axis,
     order_pairs,
     order_reversed,
+    rigid_measured,
     rigid_pairs,
+    rigid_triangles,
     template_neighbours,
 )
 from ethoscribe.pose.model import Appearance, BodyTemplate, TrackerState, _einsum, _singular_values, kabsch
@@ -641,6 +646,7 @@ class _Tracker:
         self.timing = {"region": 0.0, "assignment": 0.0, "agreement": 0.0, "refinement": 0.0, "prepare": 0.0}
         self.reasoner_name = str(getattr(su.reasoner, "name", "reasoner"))
         self.neighbours = template_neighbours(su.template.shape, 3)
+        self.triangles = rigid_triangles(su.structure) if su.structure is not None else None
         # how far each keypoint can be from its animal's centre: the seed template's distance (median keypoint),
         # three seed spreads and a quarter of the size (postures the seeds did not show)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -993,12 +999,7 @@ class _Tracker:
             # whether the seed-rigid pairs stay rigid (and the seed-ordered ones ordered) is judged on what the
             # association proposed before the structure repair (which would otherwise hide the very frames that
             # disprove a pair)
-            a_, b_ = bs.rigid[:, 0], bs.rigid[:, 1]
-            pok = np.isfinite(proposed).all(-1)
-            both = pok[:, a_] & pok[:, b_]  # I, R
-            d = np.linalg.norm(proposed[:, a_] - proposed[:, b_], axis=-1)
-            with np.errstate(invalid="ignore"):
-                off = both & (np.abs(d - bs.rigid_dist) > 3.0 * bs.rigid_sd)
+            both, off = rigid_measured(proposed, bs, self.triangles)
             st.rigid_seen = st.rigid_seen + both.sum(axis=0)
             st.rigid_off = st.rigid_off + off.sum(axis=0)
             seen_o, rev_o = order_reversed(proposed, bs)

@@ -32,6 +32,7 @@ from ethoscribe.pose.association import (
     association_margin,
     complete_rigid,
     confident_points,
+    exchange_back,
     hand_back,
     repair,
     semantic_cost,
@@ -349,6 +350,28 @@ def _same_marker_radius(geo: FrameGeometry, pts: MarkerPoints, threshold: float)
     return float(threshold / med) if np.isfinite(med) and med > 0 else 0.0
 
 
+def _ambiguous_spots(cand: NDArray[np.int64], got: NDArray[np.bool_], proj: FloatArray, xy: FloatArray,
+                     predicted: FloatArray, others: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """(V, P) labels of associated points (``got``) whose spot is within ``AMBIGUOUS_RATIO`` times its distance to the
+    point's own reprojection ``proj`` (V, P, 2) of the place ``predicted`` (V, Q, 2) of one of the ``others`` (Q,)
+    (keypoint ``q % P``; a keypoint is not its own rival)."""
+    out = np.zeros(cand.shape, bool)
+    vv, pp = np.nonzero((cand >= 0) & got[None, :])
+    qq = np.flatnonzero(others)
+    if not vv.size or not qq.size:
+        return out
+    spot = xy[vv, cand[vv, pp]]  # n, 2
+    dv = spot - proj[vv, pp]
+    own2 = np.einsum("ij,ij->i", dv, dv)
+    dd = spot[:, None, :] - predicted[:, qq][vv]  # n, U, 2
+    d2 = np.einsum("iuj,iuj->iu", dd, dd)
+    d2[(qq % cand.shape[1])[None, :] == pp[:, None]] = np.inf
+    with np.errstate(invalid="ignore"):
+        near = np.fmin.reduce(d2, axis=1) < association.AMBIGUOUS_RATIO ** 2 * own2
+    out[vv[near], pp[near]] = True
+    return out
+
+
 def _fill_candidates(cand: NDArray[np.int64], matched: NDArray[np.int64], support: NDArray[np.int64]) -> None:
     """Set ``cand`` (V, P) in place to the per-view candidates of each keypoint's matched point (-1 none)."""
     cand[:] = -1
@@ -389,7 +412,9 @@ def refine_frame(
        where the result breaks the body's history-free structure (rigid
        distances, left/right and front/back order), tracks are renamed or
        keypoints reassigned; renamed tracks are reported in ``relabel`` so
-       the tracker exchanges their state too. Then a track that sits on the
+       the tracker exchanges their state too; so are two tracks each on the
+       other's place in the body (:func:`~ethoscribe.pose.association.exchange_back`,
+       a paw and a back marker exchanged). Then a track that sits on the
        marker of a keypoint without a point, far from its own place in the
        body and at that keypoint's, is handed to it
        (:func:`~ethoscribe.pose.association.hand_back`, reported in
@@ -403,8 +428,10 @@ def refine_frame(
        by view, the candidate nearest its reprojection (no candidate for two
        points; a spot two overlapping points share labels neither) and is
        triangulated again from its labels. A keypoint without a point keeps
-       the reasoner's labels (unverified). Views of a point without a label
-       get the reprojection (stage ``reprojection``) when it is in the image.
+       the reasoner's labels (unverified). Views of a point without a label,
+       or whose spot another keypoint is expected about as close to
+       (``AMBIGUOUS_RATIO``), get the reprojection (stage ``reprojection``)
+       when it is in the image.
 
     Parameters
     ----------
@@ -495,6 +522,13 @@ def refine_frame(
             if swaps:
                 relabel = swaps
                 events["relabelled"] = [[ctx.individuals[a], ctx.keypoints[k1], ctx.keypoints[k2]] for a, k1, k2 in swaps]
+            exchanged = exchange_back(matched, pts.points3d, structure, I, K,
+                                      prior.template.reshape(I, K, 3) if prior is not None else None)
+            if exchanged:
+                _fill_candidates(cand, matched, pts.support)
+                relabel = relabel + exchanged
+                events["exchanged"] = [[ctx.individuals[a], ctx.keypoints[j], ctx.keypoints[k]]
+                                       for a, j, k in exchanged]
             # a track on the marker of a lost keypoint, far from its own place in the body, is that keypoint's
             if body is not None:  # the online template's places too: where each keypoint was last seen on the body
                 nb = body.neighbours
@@ -588,6 +622,14 @@ def refine_frame(
     with np.errstate(invalid="ignore"):
         first_inl = (first_err <= threshold) & use_views[:, None]
 
+    if prior is not None and got.any():
+        # a point's spot may be another keypoint's marker when that keypoint is expected about as close to it (its
+        # prediction, if it was tracked, or its point's reprojection): a marker hidden in this view leaves the point
+        # a neighbour's spot within the inlier threshold. The spot still counts for the point (the tracker is not
+        # changed); the label is the reprojection
+        rivals = np.concatenate([ctx.predicted_px.reshape(V, P, 2), np.where(got[None, :, None], proj, np.nan)], axis=1)
+        evidence |= _ambiguous_spots(cand, got, proj, xy, rivals, np.r_[~np.asarray(prior.weak, bool), got]) \
+            & use_views[:, None]
     # views of a 3D point without a label (or whose spot two points share): its reprojection, when inside the image
     if evidence.any():
         cand = np.where(evidence, -1, cand)
@@ -612,3 +654,32 @@ def refine_frame(
         confident=confident_points(matched, margin, pts.n_support, int(use_views.sum()))
         & ~structure_violations(pts.points3d, matched, structure, I, K),
     )
+
+
+def settle_view_labels(geo: FrameGeometry, out: dict[str, Any], f: dict[str, Any], b: dict[str, Any],
+                       confirmed: NDArray[np.bool_], suspect: NDArray[np.bool_] | None = None) -> int:
+    """Where both passes put a keypoint on the same 3D point (``confirmed``, (T, I, K)) but labelled a view with
+    different candidates (or one with a candidate, the other with none), that view's spot is in doubt: its label
+    becomes the point's reprojection (no label when it falls outside the image). ``out`` (the merged frame arrays,
+    ``xy`` (T, V, I, K, 2), ``cid``, ``stage``, ``err`` (T, V, I, K), ``X`` (T, I, K, 3)) is changed in place;
+    ``f`` and ``b`` are the passes' arrays; ``suspect`` (V,) cameras left alone. Returns the number of labels
+    changed.
+    """
+    differ = confirmed[:, None] & (f["cid"] != b["cid"]) & (out["stage"] != SEED)
+    if suspect is not None:  # a suspect camera's labels are not the points' (its calibration is off)
+        differ &= ~np.asarray(suspect, bool)[None, :, None, None]
+    tt, vv, ii, kk = np.nonzero(differ)
+    if not tt.size:
+        return 0
+    X = out["X"][tt, ii, kk]
+    proj, _ = geo.project(X)  # V, n, 2
+    xy = proj[vv, np.arange(tt.size)]
+    rig = getattr(geo, "rig", None)
+    inside = np.isfinite(xy).all(-1)
+    if rig is not None:
+        inside &= rig.in_image(proj)[vv, np.arange(tt.size)]
+    out["cid"][tt, vv, ii, kk] = -1
+    out["err"][tt, vv, ii, kk] = np.nan
+    out["xy"][tt, vv, ii, kk] = np.where(inside[:, None], xy, np.nan)
+    out["stage"][tt, vv, ii, kk] = np.where(inside, REPROJECTION, AGREEMENT)
+    return int(tt.size)
