@@ -484,3 +484,22 @@ def test_a_view_the_passes_label_differently_gets_the_reprojection() -> None:
     out = arrays(cf)
     assert settle_view_labels(Geo(), out, f, b, ~confirmed) == 0
     assert settle_view_labels(Geo(), out, f, b, confirmed, np.array([False, False, True])) == 0
+
+
+def test_a_spot_another_keypoint_is_expected_at_is_no_label_for_the_point() -> None:
+    """A marker hidden in one view leaves its neighbour's spot within the inlier threshold of the point: when the
+    other keypoint is expected about as close to that spot, the label is the point's reprojection instead."""
+    from ethoscribe.pose.stages import _ambiguous_spots
+
+    cand = np.array([[0, -1]])  # one view; keypoint 0 labelled with spot 0, keypoint 1 without a label
+    got = np.array([True, False])
+    proj = np.array([[[100.0, 100.0], [np.nan, np.nan]]])
+    xy = np.array([[[102.0, 100.0]]])  # the spot, 2 px from keypoint 0's reprojection
+    others = np.array([True, True])
+
+    def ambiguous(rival_xy: tuple[float, float]) -> bool:
+        predicted = np.array([[[102.0, 100.0], list(rival_xy)]])  # keypoint 0's own place never counts as a rival
+        return bool(_ambiguous_spots(cand, got, proj, xy, predicted, others)[0, 0])
+
+    assert ambiguous((106.0, 100.0))  # keypoint 1 expected 4 px from the spot: it may be its marker
+    assert not ambiguous((130.0, 100.0))  # expected 28 px away: the spot is keypoint 0's
