@@ -96,7 +96,15 @@ from ethoscribe.pose.association import (
     rigid_triangles,
     template_neighbours,
 )
-from ethoscribe.pose.model import Appearance, BodyTemplate, TrackerState, _einsum, _singular_values, kabsch
+from ethoscribe.pose.model import (
+    Appearance,
+    BodyTemplate,
+    TrackerState,
+    _einsum,
+    _nanmean0,
+    _singular_values,
+    kabsch,
+)
 from ethoscribe.pose.reasoner import FrameContext, GeometricReasoner, Reasoner
 from ethoscribe.pose.seedcheck import CameraCheck, check_cameras, noise_scale
 from ethoscribe.pose.stages import (
@@ -620,14 +628,6 @@ def _nansum(a: np.ndarray) -> float:
     """``np.nansum(a)`` (the same sum: NaN taken as 0), without its wrapper."""
     a = np.asarray(a, float)
     return np.where(np.isnan(a), 0.0, a).sum()
-
-
-def _nanmean0(a: np.ndarray) -> np.ndarray:
-    """``np.nanmean(a, axis=0)``, the same values (NaN for an all-NaN column, no warning), without its
-    ``catch_warnings`` and masked copies (a tenth of the tracker update)."""
-    nan = np.isnan(a)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(nan, 0.0, a).sum(axis=0) / (~nan).sum(axis=0)
 
 
 class _Tracker:
